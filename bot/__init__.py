@@ -1,0 +1,1 @@
+"""supportbot: turns a support@ mailbox into contract-aware support."""
