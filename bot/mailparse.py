@@ -1,0 +1,651 @@
+"""Raw mail bytes -> ParsedMail: the pure parsing stage.
+
+Everything downstream (threading, identification, entitlement, the no-loop rule) trusts
+this module, and the mailbox will feed it whatever the Internet sends.  So it never raises
+on a mail, however broken; it records what it had to repair in ``ParsedMail.defects``.
+Only bytes that are not a mail at all (empty, no header block) raise ``UnparseableMail``.
+
+Headers are read raw (8-bit bytes kept as surrogates) and decoded here with one rule:
+declared charset, then UTF-8, then Windows-1252, then Latin-1, because mail lies about its
+charset far more often than it is truly undecodable.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.feedparser import BytesFeedParser
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import Compat32
+from email.utils import collapse_rfc2231_value, getaddresses, parsedate_to_datetime
+from html import unescape
+from html.parser import HTMLParser
+
+MAX_DEPTH = 20  # real clients nest 4-5 levels; more is hostile
+MAX_LINE = 998  # RFC 5322 line limit, also our cap for one-line fields
+MAX_BODY_CHARS = 2_000_000  # bounds the text and HTML work on absurd bodies
+_FEED_CHUNK = 1 << 16
+# What the stdlib email package raises from deep inside on garbage parameters and charsets
+# (UnicodeError and binascii.Error are ValueErrors).
+_STDLIB_ERRORS = (LookupError, ValueError, TypeError, IndexError)
+_ALIASES = {"iso-8859-8-i": "iso-8859-8", "gb2312": "gb18030", "x-mac-roman": "mac-roman"}
+_AUTO_PRECEDENCE = {"bulk", "junk", "list", "auto_reply"}
+_SUPPRESS = {"all", "autoreply", "oof"}
+
+
+class UnparseableMail(Exception):
+    """Raised only when the bytes are not a mail at all (empty, no header block)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str | None
+    content_type: str
+    size: int  # decoded bytes
+
+
+@dataclass(frozen=True)
+class ParsedMail:
+    message_id: str | None
+    subject: str
+    from_addr: str | None
+    from_name: str
+    reply_to: str | None
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    date: datetime | None
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    text: str
+    full_text: str
+    attachments: tuple[Attachment, ...]
+    auto: str | None
+    defects: tuple[str, ...]
+
+
+class _RawHeaders(Compat32):
+    """compat32 parsing (never raises on access), but header values come back exactly
+    as received so that all decoding happens here, once, with our fallback rule."""
+
+    def header_fetch_parse(self, name, value):
+        return value
+
+
+_POLICY = _RawHeaders()
+
+
+def parse(raw: bytes) -> ParsedMail:
+    """Parse one mail.  Raises UnparseableMail only for input that is not a mail."""
+    defects: list[str] = []
+    msg = _message(raw if isinstance(raw, bytes) else bytes(raw), defects)
+    parts = list(_walk(msg, defects))
+    full_text, attachments = _body(parts, defects)
+    from_name, from_addr = _sender(msg, defects)
+    _note_parser_defects(parts, defects)
+    _note_duplicates(msg, defects)
+    return ParsedMail(
+        message_id=_message_id(msg.get("Message-ID")),
+        subject=_one_line(_decode_header(msg.get("Subject") or "", "Subject", defects)),
+        from_addr=from_addr,
+        from_name=from_name,
+        reply_to=next(iter(_addresses(msg, "Reply-To", defects)), None),
+        to=_addresses(msg, "To", defects),
+        cc=_addresses(msg, "Cc", defects),
+        date=_date(msg.get("Date"), defects),
+        in_reply_to=_message_id(msg.get("In-Reply-To")),
+        references=message_ids(" ".join(msg.get_all("References", []))),
+        text=_own_words(full_text),
+        full_text=full_text,
+        attachments=tuple(attachments),
+        auto=_auto(msg),
+        defects=tuple(dict.fromkeys(defects)),
+    )
+
+
+def message_ids(value: str | None) -> tuple[str, ...]:
+    """The <id> tokens of a header value, in order, without duplicates.  Whitespace is
+    removed first: clients fold long ids, and folding whitespace is never part of an id."""
+    if not value:
+        return ()
+    squeezed = "".join(_CONTROL_OR_SPACE.split(value))
+    ids = (f"<{m}>" for m in _ID_IN_BRACKETS.findall(squeezed) if _valid_id(m))
+    return tuple(dict.fromkeys(ids))
+
+
+# --- the message tree -------------------------------------------------------------------
+
+
+def _message(raw: bytes, defects: list[str]) -> Message:
+    """Parse with the stdlib feed parser; fed in chunks, which keeps a huge mail to a
+    few copies (parsebytes would build one big str and a UCS-4 StringIO of it)."""
+    if not raw or raw.isspace():  # (no strip(): that would copy a huge mail)
+        raise UnparseableMail("empty input")
+    try:
+        msg = _feed(raw)
+    except RecursionError:  # the stdlib parser recurses once per nested multipart
+        defects.append("MIME structure nested too deeply to parse; body kept as raw text")
+        msg = BytesParser(policy=_POLICY).parsebytes(raw, headersonly=True)
+    except _STDLIB_ERRORS as error:  # e.g. an undecodable RFC 2231 boundary parameter
+        name = type(error).__name__
+        defects.append(f"MIME structure unparseable ({name}); body kept as raw text")
+        msg = BytesParser(policy=_POLICY).parsebytes(raw, headersonly=True)
+    if not msg.keys():
+        raise UnparseableMail("no header block")
+    return msg
+
+
+def _feed(raw: bytes) -> Message:
+    parser = BytesFeedParser(policy=_POLICY)
+    view = memoryview(raw)
+    for start in range(0, len(raw), _FEED_CHUNK):
+        parser.feed(bytes(view[start : start + _FEED_CHUNK]))
+    return parser.close()
+
+
+def _is_container(part: Message) -> bool:
+    """A multipart whose boundary actually split it; one that did not (missing or wrong
+    boundary) is treated as a leaf so that its text is not lost."""
+    return part.get_content_maintype() == "multipart" and part.is_multipart()
+
+
+def _walk(part: Message, defects: list[str], depth: int = 0):
+    """Every part, depth first, stopping at MAX_DEPTH: hostile nesting must cost nothing."""
+    yield part
+    if not _is_container(part):
+        return
+    if depth >= MAX_DEPTH:
+        defects.append(f"MIME nesting deeper than {MAX_DEPTH} levels; inner parts ignored")
+        return
+    for sub in part.get_payload():
+        yield from _walk(sub, defects, depth + 1)
+
+
+def _note_parser_defects(parts: list[Message], defects: list[str]) -> None:
+    """The stdlib parser's own findings, in words (first line of the defect's docstring)."""
+    for part in parts:
+        for defect in getattr(part, "defects", ()):
+            doc = (type(defect).__doc__ or type(defect).__name__).strip().splitlines()[0]
+            defects.append(f"{doc} ({_content_type(part)} part)")
+
+
+def _note_duplicates(msg: Message, defects: list[str]) -> None:
+    """A second From or Subject is a spoofing signal; we use the first and say so."""
+    for name in ("From", "Subject", "Date", "Message-ID", "In-Reply-To", "Reply-To"):
+        if len(msg.get_all(name, [])) > 1:
+            defects.append(f"duplicate {name} header; the first one is used")
+
+
+# --- body and attachments ---------------------------------------------------------------
+
+
+def _body(parts: list[Message], defects: list[str]) -> tuple[str, list[Attachment]]:
+    """Plain text parts joined (Apple Mail splits text around inline images); HTML only
+    when there is no usable plain text.  Everything that is not body is an attachment."""
+    plain, html, attachments = [], [], []
+    for part in parts:
+        try:
+            kind = _body_kind(part, defects)
+            if kind == "text/plain":
+                plain.append(_part_text(part, defects))
+            elif kind == "text/html":
+                html.append(_html_to_text(_part_text(part, defects), defects))
+            elif not _is_container(part):
+                attachments.append(_attachment(part, defects))
+        except _STDLIB_ERRORS as error:  # the stdlib's parameter decoding raises on garbage
+            name = type(error).__name__
+            defects.append(f"{_content_type(part)} part unreadable ({name}); skipped")
+    text = "\n".join(plain)
+    return (text if text.strip() or not html else "\n".join(html)), attachments
+
+
+def _body_kind(part: Message, defects: list[str]) -> str | None:
+    """text/plain or text/html when the part is body text (inline, no file name)."""
+    if _is_container(part) or part.get_content_disposition() == "attachment":
+        return None
+    ctype = "text/plain" if part.get_content_maintype() == "multipart" else part.get_content_type()
+    if ctype in ("text/plain", "text/html") and not _filename(part, defects):
+        return ctype
+    return None
+
+
+def _part_text(part: Message, defects: list[str]) -> str:
+    """Decoded, newline-normalised, control-free text of one leaf part."""
+    where = f"{_content_type(part)} part"
+    data = part.get_payload(decode=True) or b""
+    text = _decode_bytes(data, part.get_content_charset(), where, defects)
+    if len(text) > MAX_BODY_CHARS:
+        defects.append(f"{where} longer than {MAX_BODY_CHARS} characters; truncated")
+        text = text[:MAX_BODY_CHARS]
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if _param(part, "format") == "flowed":
+        text = _unflow(text, delsp=_param(part, "delsp") == "yes")
+    text = _BODY_CONTROL.sub("", text)
+    return "\n".join(line.rstrip() for line in text.split("\n")).strip("\n")
+
+
+def _param(part: Message, name: str) -> str:
+    value = part.get_param(name)
+    if isinstance(value, tuple):  # RFC 2231 form
+        value = collapse_rfc2231_value(value)
+    return str(value or "").strip().lower()
+
+
+def _unflow(text: str, delsp: bool) -> str:
+    """RFC 3676 format=flowed: a line ending in a space continues on the next line of the
+    same quote depth; a leading space is stuffing.  Thunderbird and Apple Mail send this."""
+    lines: list[list] = []
+    soft = False
+    for raw in text.split("\n"):
+        depth = len(raw) - len(raw.lstrip(">"))
+        content = raw[depth + 1 :] if raw[depth : depth + 1] == " " else raw[depth:]
+        if soft and lines and lines[-1][0] == depth:
+            lines[-1][1] += content
+        else:
+            lines.append([depth, content])
+        soft = content.endswith(" ") and content != "-- "
+        if soft and delsp:
+            lines[-1][1] = lines[-1][1][:-1]
+    return "\n".join((">" * d + " " if d else "") + c for d, c in lines)
+
+
+def _attachment(part: Message, defects: list[str]) -> Attachment:
+    return Attachment(_filename(part, defects), _content_type(part), _size(part))
+
+
+def _content_type(part: Message) -> str:
+    """The stdlib's content type, unless raw 8-bit garbage makes it no type at all."""
+    ctype = part.get_content_type()
+    return ctype if _MIME_TYPE.fullmatch(ctype) else "application/octet-stream"
+
+
+def _filename(part: Message, defects: list[str]) -> str | None:
+    """Decoded file name (RFC 2231 or, as Outlook and Gmail send it, RFC 2047)."""
+    try:
+        name = part.get_filename()
+    except _STDLIB_ERRORS:  # an RFC 2231 charset the stdlib cannot even name
+        defects.append(f"undecodable file name in {_content_type(part)} part")
+        return None
+    if not name:
+        return None
+    return _one_line(_decode_header(name, "attachment file name", defects)) or None
+
+
+def _size(part: Message) -> int:
+    """Decoded size, content discarded at once.  Base64 goes straight through binascii,
+    which costs one copy where get_payload(decode=True) costs three."""
+    if part.is_multipart():  # message/rfc822 and friends: the enclosed message
+        try:
+            return sum(len(m.as_bytes()) for m in part.get_payload())
+        except Exception:  # serialising an arbitrary hostile tree can fail in many ways
+            return 0
+    if str(part.get("Content-Transfer-Encoding", "")).strip().lower() == "base64":
+        try:
+            return len(binascii.a2b_base64(_to_bytes(part.get_payload())))
+        except ValueError:  # binascii.Error, or the stdlib choking on a garbage charset
+            pass
+    return len(part.get_payload(decode=True) or b"")
+
+
+# --- HTML -------------------------------------------------------------------------------
+
+
+class _HtmlText(HTMLParser):
+    """HTML body -> text: block tags break lines, script/style vanish, and quoted regions
+    (blockquote, Gmail's gmail_quote) come out as "> " lines, so that one quote stripper
+    serves plain and HTML mail alike."""
+
+    BREAKS = frozenset("br p div li tr h1 h2 h3 h4 h5 h6 blockquote table ul ol hr pre".split())
+    HIDDEN = frozenset({"script", "style", "title"})
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.lines: list[tuple[int, str]] = []
+        self.line, self.depth, self.hidden, self.quotes = "", 0, 0, []
+
+    def handle_starttag(self, tag, attrs):
+        self.hidden += tag in self.HIDDEN
+        if tag in ("div", "blockquote"):
+            css = dict(attrs).get("class") or ""
+            self.quotes.append(tag == "blockquote" or "gmail_quote" in css)
+        if tag in self.BREAKS:
+            self.end_line(force=tag == "br")
+
+    def handle_endtag(self, tag):
+        if tag in self.HIDDEN and self.hidden:
+            self.hidden -= 1
+        if tag in ("div", "blockquote") and self.quotes:
+            self.quotes.pop()
+        if tag in self.BREAKS:
+            self.end_line(force=False)
+
+    def handle_data(self, data):
+        if not self.hidden:
+            self.line += _HTML_SPACE.sub(" ", data)
+            self.depth = max(self.depth, sum(self.quotes))
+
+    def end_line(self, force: bool) -> None:
+        """End the current line; an empty one only for <br> (or an &nbsp; paragraph)."""
+        if force or self.line.strip(" "):
+            self.lines.append((self.depth, " ".join(self.line.split())))
+        self.line, self.depth = "", sum(self.quotes)
+
+    def text(self) -> str:
+        self.end_line(force=False)
+        lines = ((">" * d + " " if d else "") + t for d, t in self.lines)
+        return _BLANK_RUNS.sub("\n\n", "\n".join(line.rstrip() for line in lines)).strip("\n")
+
+
+def _html_to_text(html: str, defects: list[str]) -> str:
+    """html.parser, after a linear clean-up that removes the inputs on which it is
+    quadratic in CPython 3.11 (unclosed comments, '<' that never closes a tag)."""
+    html = _LONE_LT.sub("&lt;", _strip_comments(html))
+    converter = _HtmlText()
+    try:
+        converter.feed(html)
+        converter.close()
+        return converter.text()
+    except Exception:  # html.parser still has assertion paths on hostile markup
+        defects.append("HTML body could not be parsed; tags stripped")
+        return _one_line_breaks(unescape(_ANY_TAG.sub(" ", html)))
+
+
+def _strip_comments(html: str) -> str:
+    """Drop <!-- ... --> (an unclosed one runs to the end, as in browsers), in linear time."""
+    out, pos = [], 0
+    while (start := html.find("<!--", pos)) >= 0:
+        out.append(html[pos:start])
+        end = html.find("-->", start + 4)
+        pos = len(html) if end < 0 else end + 3
+    out.append(html[pos:])
+    return "".join(out)
+
+
+def _one_line_breaks(text: str) -> str:
+    return "\n".join(" ".join(line.split()) for line in text.splitlines()).strip()
+
+
+# --- what the sender wrote --------------------------------------------------------------
+
+
+def _own_words(body: str) -> str:
+    """The sender's new words: stop at a signature, mobile sign-off or forwarded-original
+    block; drop ">" lines and the attribution line that introduces them.  An attribution
+    not followed by ">" lines introduces an unquoted original, so it also stops."""
+    lines, kept, i = body.split("\n"), [], 0
+    while i < len(lines):
+        if _is_cut(lines, i):
+            break
+        n = _attribution(lines, i)
+        if n and not _quoted_after(lines, i + n):
+            break
+        if not n and not lines[i].startswith(">"):
+            kept.append(lines[i])
+        i += n or 1
+    return _tidy(kept)
+
+
+def _is_cut(lines: list[str], i: int) -> bool:
+    line = lines[i].strip()
+    if lines[i].rstrip() == "--" or _SIGNOFF.fullmatch(line) or _ORIGINAL.fullmatch(line):
+        return True
+    following = lines[i + 1 : i + 6]
+    return bool(
+        _HDR_FROM.match(line)
+        and any(_HDR_SENT.match(x.strip()) for x in following)
+        and any(_HDR_SUBJECT.match(x.strip()) for x in following)
+    )
+
+
+def _attribution(lines: list[str], i: int) -> int:
+    """1 or 2 if lines[i] starts an "On ... wrote:" / "Le ... a écrit :" line (clients
+    wrap it), else 0.  A digit is required: real attributions carry a date."""
+    for n in (1, 2):
+        if i + n <= len(lines):
+            joined = " ".join(x.strip() for x in lines[i : i + n])
+            dated = len(joined) < 400 and any(c.isdigit() for c in joined)
+            if dated and _ATTRIBUTION.fullmatch(joined):
+                return n
+    return 0
+
+
+def _quoted_after(lines: list[str], j: int) -> bool:
+    rest = (x for x in lines[j:] if x.strip())
+    return next(rest, ">").startswith(">")
+
+
+def _tidy(lines: list[str]) -> str:
+    """Trailing whitespace, runs of blank lines and trailing separators (Outlook's row of
+    underscores above its header block) removed."""
+    while lines and (not lines[-1].strip() or _SEPARATOR.fullmatch(lines[-1].strip())):
+        lines.pop()
+    text = "\n".join(line.rstrip() for line in lines)
+    return _BLANK_RUNS.sub("\n\n", text).strip("\n")
+
+
+# --- headers ----------------------------------------------------------------------------
+
+
+def _decode_header(value: str, where: str, defects: list[str]) -> str:
+    """RFC 2047 that never raises.  Adjacent encoded words in one charset are joined as
+    bytes before decoding (Outlook splits multi-byte characters across words); blanks
+    between two good encoded words are dropped; a broken word is kept literally."""
+    pieces, buf, charset, pos, prev_ok = [], b"", None, 0, False
+    for m in _ENCODED_WORD.finditer(value):
+        gap, word_cs = value[pos : m.start()], m.group(1).split("*")[0].lower()
+        data = _word_bytes(m.group(2), m.group(3))
+        if buf and (gap.strip() or data is None or word_cs != charset):
+            pieces.append(_decode_bytes(buf, charset, f"{where} header", defects))
+            buf = b""
+        if gap.strip() or not (prev_ok and data is not None):
+            pieces.append(_raw_text(gap, where, defects))
+        if data is None:
+            defects.append(f"broken encoded word in {where} header")
+            pieces.append(_raw_text(m.group(0), where, defects))
+        else:
+            buf, charset = buf + data, word_cs
+        pos, prev_ok = m.end(), data is not None
+    if buf:
+        pieces.append(_decode_bytes(buf, charset, f"{where} header", defects))
+    pieces.append(_raw_text(value[pos:], where, defects))
+    return "".join(pieces)
+
+
+def _word_bytes(encoding: str, payload: str) -> bytes | None:
+    data = _to_bytes(payload)
+    if encoding in "qQ":
+        return binascii.a2b_qp(data, header=True)
+    try:
+        return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _raw_text(value: str, where: str, defects: list[str]) -> str:
+    """Header text as received: raw 8-bit bytes (kept as surrogates) are decoded."""
+    if not _SURROGATE.search(value):
+        return value
+    defects.append(f"raw 8-bit bytes in {where} header")
+    return _decode_bytes(_to_bytes(value), None, f"{where} header", defects)
+
+
+def _decode_bytes(data: bytes, charset: str | None, where: str, defects: list[str]) -> str:
+    """Declared charset, then UTF-8, then Windows-1252, then Latin-1 (which cannot fail)."""
+    if charset:
+        try:
+            return _no_surrogates(data.decode(_ALIASES.get(charset.lower(), charset)))
+        except LookupError:
+            defects.append(f"unknown charset {charset!r} in {where}")
+        except ValueError:  # UnicodeDecodeError, or a charset name with a NUL in it
+            defects.append(f"bytes not valid in declared charset {charset!r} in {where}")
+    for fallback in ("utf-8", "cp1252"):
+        try:
+            return data.decode(fallback)
+        except UnicodeDecodeError:
+            pass
+    return data.decode("latin-1")
+
+
+def _no_surrogates(text: str) -> str:
+    """Some codecs (unicode_escape, utf-7...) can yield lone surrogates, which no
+    database or encoder downstream accepts."""
+    return text.encode("utf-8", "replace").decode("utf-8") if _ANY_SURROGATE.search(text) else text
+
+
+def _to_bytes(value: str) -> bytes:
+    return value.encode("utf-8", "surrogateescape")
+
+
+def _one_line(text: str, limit: int | None = MAX_LINE) -> str:
+    """One safe line: CR, LF, tabs and other line-ish controls become spaces, the rest of
+    the control characters (NUL...) vanish, whitespace collapses.  Kills header injection."""
+    text = _LINE_CONTROL.sub("", _SPACE_CONTROL.sub(" ", text))
+    return " ".join(text.split())[:limit]
+
+
+def _address_pairs(msg: Message, name: str, defects: list[str]) -> list[tuple[str, str]]:
+    """(name, address) pairs.  Encoded words are decoded into quoted strings first, so
+    that an "@", "," or "<" hidden in one cannot change where the address is."""
+
+    def quoted(m: re.Match) -> str:
+        text = _one_line(_decode_header(m.group(0), name, defects))
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    values = (_ENCODED_RUN.sub(quoted, _one_line(str(v), None)) for v in msg.get_all(name, []))
+    return getaddresses(list(values))
+
+
+def _clean_address(addr: str, where: str, defects: list[str]) -> str | None:
+    addr = "".join(_CONTROL_OR_SPACE.split(_raw_text(addr, where, defects))).lower()
+    return addr if _ADDRESS.fullmatch(addr) else None
+
+
+def _addresses(msg: Message, name: str, defects: list[str]) -> tuple[str, ...]:
+    pairs = _address_pairs(msg, name, defects)
+    found = (_clean_address(addr, name, defects) for _, addr in pairs)
+    return tuple(dict.fromkeys(a for a in found if a))
+
+
+def _sender(msg: Message, defects: list[str]) -> tuple[str, str | None]:
+    """(display name, address) of the first usable From mailbox."""
+    pairs = _address_pairs(msg, "From", defects)
+    for name, addr in pairs:
+        clean = _clean_address(addr, "From", defects)
+        if clean:
+            return _one_line(_decode_header(name, "From", defects)), clean
+    name = pairs[0][0] if pairs else ""
+    return _one_line(_decode_header(name, "From", defects)), None
+
+
+def _message_id(value: str | None) -> str | None:
+    """First <id> of the header; a bare "local@domain" gets its brackets back."""
+    ids = message_ids(value)
+    if ids or not value:
+        return ids[0] if ids else None
+    bare = "".join(_CONTROL_OR_SPACE.split(value)).strip("<>")
+    return f"<{bare}>" if _valid_id(bare) else None
+
+
+def _valid_id(value: str) -> bool:
+    return len(value) <= MAX_LINE and bool(_ID.fullmatch(value))
+
+
+def _date(value: str | None, defects: list[str]) -> datetime | None:
+    """Sender's Date as aware UTC; "-0000" (unknown zone) is read as UTC."""
+    if not value:
+        return None
+    try:
+        when = parsedate_to_datetime(_one_line(value))
+        return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    except (TypeError, ValueError, OverflowError, IndexError):
+        defects.append("unparseable Date header")
+        return None
+
+
+# --- automatic mail ---------------------------------------------------------------------
+
+
+def _auto(msg: Message) -> str | None:
+    """Why this mail must never be auto-answered (RFC 3834 and de-facto headers), else
+    None.  Bounces first (the most specific: they also carry Auto-Submitted), then explicit
+    auto-reply markers, then bulk and list traffic."""
+    if msg.get_content_type() == "multipart/report":
+        return "bounce: multipart/report"
+    if "".join(str(msg.get("Return-Path", "x")).split()) == "<>":
+        return "bounce: empty return-path"
+    if _from_local_part(msg) in ("mailer-daemon", "postmaster"):
+        return "bounce: mailer-daemon"
+    return _auto_header(msg)
+
+
+def _from_local_part(msg: Message) -> str:
+    """Local part of the first From address as written, even without a domain."""
+    pairs = _address_pairs(msg, "From", [])
+    return pairs[0][1].split("@")[0].strip().lower() if pairs else ""
+
+
+def _auto_header(msg: Message) -> str | None:
+    submitted = _token(msg, "Auto-Submitted")
+    if submitted is not None and submitted != "no":
+        return f"auto-submitted: {submitted or 'unknown'}"
+    for name in ("X-Autoreply", "X-Autorespond"):
+        if msg.get(name) is not None:
+            return name.lower()
+    suppress = set(_TOKEN.findall(str(msg.get("X-Auto-Response-Suppress", "")).lower()))
+    if suppress & _SUPPRESS:
+        return "auto-response-suppress: " + ",".join(sorted(suppress & _SUPPRESS))
+    if (precedence := _token(msg, "Precedence")) in _AUTO_PRECEDENCE:
+        return f"precedence: {precedence}"
+    listed = (name for name in ("List-Id", "List-Unsubscribe") if msg.get(name) is not None)
+    return next((f"list: {name}" for name in listed), None)
+
+
+def _token(msg: Message, name: str) -> str | None:
+    """First word of a header, lower case ("" if it has none), None if absent."""
+    value = msg.get(name)
+    if value is None:
+        return None
+    found = _TOKEN.search(str(value).lower())
+    return found.group(0) if found else ""
+
+
+# --- patterns ---------------------------------------------------------------------------
+
+_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+_ENCODED_RUN = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=(?:\s+=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=)*")
+_SURROGATE = re.compile("[\udc80-\udcff]")  # raw 8-bit bytes, as surrogateescape keeps them
+_ANY_SURROGATE = re.compile("[\ud800-\udfff]")
+_MIME_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
+_SPACE_CONTROL = re.compile("[\t\n\v\f\r\x85\u2028\u2029]")
+_LINE_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ufeff]")  # BOM: iOS puts one in quotes
+_BODY_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff]")
+_CONTROL_OR_SPACE = re.compile(r"[\s\x00-\x1f\x7f-\x9f]+")
+_ADDRESS = re.compile(r"[^@\s<>()\[\],;:\"\\]+@[^@\s<>()\[\],;:\"\\]+")
+_ID = re.compile(r"[!-;=?-~]+@[!-;=?-~]+")  # printable ASCII without < > and spaces
+_ID_IN_BRACKETS = re.compile(r"<([^<>]*)>")
+_TOKEN = re.compile(r"[a-z0-9_.-]+")
+_HTML_SPACE = re.compile(r"[ \t\r\n\f]+")  # HTML's whitespace: not &nbsp;
+_LONE_LT = re.compile(r"<(?![^<>]*>)")
+_ANY_TAG = re.compile(r"<[^<>]*>")
+_BLANK_RUNS = re.compile(r"\n{3,}")
+_SEPARATOR = re.compile(r"[_\-=*]{3,}")
+_ATTRIBUTION = re.compile(r"(On\s.*\swrote|Le\s.*\sa\s+écrit)\s*:", re.I)
+_ORIGINAL = re.compile(
+    r"-{2,}\s*(original message|message original|message d.origine)\s*-{2,}", re.I
+)
+_HDR_FROM = re.compile(r"\*?(from|de)\s*:\*?\s*\S", re.I)
+_HDR_SENT = re.compile(r"\*?(sent|date|envoyé)\s*:", re.I)
+_HDR_SUBJECT = re.compile(r"\*?(subject|objet)\s*:", re.I)
+_DEVICE = r"(iphone|ipad|android|mobile|smartphone|samsung.*|galaxy.*|blackberry.*)"
+_SIGNOFF = re.compile(
+    rf"(sent from my|envoyé de mon|envoyé depuis mon)\s{_DEVICE}"
+    r"|(get|sent from) outlook for (ios|android)"
+    r"|(obtenir|envoyé à partir de) outlook pour (ios|android)",
+    re.I,
+)
