@@ -1,0 +1,175 @@
+"""The `supportbot` command. Errors are one clear line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+from importlib import resources
+from pathlib import Path
+
+from imapclient.exceptions import IMAPClientError
+
+from bot.clock import SystemClock
+from bot.config import ConfigError, Settings, load_settings
+from bot.database import SchemaOutdated, make_engine, require_current_schema, upgrade
+from bot.mailbox import MailboxError
+from bot.outbox import retry_mail
+from bot.reports import outbox_lines, ticket_lines, ticket_report
+from bot.resources import shipped_dir
+from bot.rules import RulesError
+
+DEFAULT_CONFIG = os.environ.get("SUPPORTBOT_CONFIG", "supportbot.toml")
+EXPECTED_ERRORS = (ConfigError, RulesError, SchemaOutdated, MailboxError, IMAPClientError, OSError)
+
+
+class UsageError(Exception):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # APScheduler logs every job run at INFO; the service logs what matters itself.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        return args.handler(args) or 0
+    except (UsageError, *EXPECTED_ERRORS) as error:
+        print(f"supportbot: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="supportbot", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run the service on embedded servers with scripted mail")
+    demo.add_argument("--output", type=Path, help="folder for the sent mails and the database")
+    demo.set_defaults(handler=_demo)
+
+    init = sub.add_parser("init", help="write a working folder: supportbot.toml, rules/, templates/")
+    init.add_argument("directory", type=Path)
+    init.set_defaults(handler=_init)
+
+    run = sub.add_parser("run", help="run the service until SIGTERM/SIGINT")
+    _config_option(run)
+    run.set_defaults(handler=_run)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(required=True, metavar="ACTION")
+    up = db.add_parser("upgrade", help="apply the migrations in db/")
+    _config_option(up)
+    up.set_defaults(handler=_db_upgrade)
+
+    tickets = sub.add_parser("tickets", help="read tickets").add_subparsers(required=True, metavar="ACTION")
+    listing = tickets.add_parser("list", help="one line per ticket")
+    listing.add_argument("--status")
+    _config_option(listing)
+    listing.set_defaults(handler=_tickets_list)
+    show = tickets.add_parser("show", help="a ticket and its audit trail")
+    show.add_argument("reference")
+    _config_option(show)
+    show.set_defaults(handler=_tickets_show)
+
+    outbox = sub.add_parser("outbox", help="outgoing mail").add_subparsers(required=True, metavar="ACTION")
+    olist = outbox.add_parser("list", help="every queued mail and its delivery state")
+    _config_option(olist)
+    olist.set_defaults(handler=_outbox_list)
+    oretry = outbox.add_parser("retry", help="send an uncertain or failed mail again")
+    oretry.add_argument("id", type=int)
+    _config_option(oretry)
+    oretry.set_defaults(handler=_outbox_retry)
+    return parser
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=Path(DEFAULT_CONFIG),
+                        help=f"deployment file (default: {DEFAULT_CONFIG}, or $SUPPORTBOT_CONFIG)")
+
+
+def _settings(args, secrets: bool = False) -> Settings:
+    if not args.config.is_file():
+        raise UsageError(f"{args.config}: no such file (create one with: supportbot init DIR)")
+    return load_settings(args.config, require_secrets=secrets)
+
+
+def _engine(args):
+    engine = make_engine(_settings(args).database.url)
+    require_current_schema(engine, f"supportbot db upgrade --config {args.config}")
+    return engine
+
+
+def _demo(args) -> int:
+    from bot.demo import run_demo
+    if not args.verbose:
+        logging.getLogger().setLevel(logging.WARNING)  # the demo prints its own timeline
+    return run_demo(args.output)
+
+
+def _init(args) -> int:
+    target: Path = args.directory
+    config = target / "supportbot.toml"
+    if config.exists():
+        raise UsageError(f"{config} already exists; not overwriting it")
+    target.mkdir(parents=True, exist_ok=True)
+    config.write_text(resources.files("bot").joinpath("example.toml").read_text(encoding="utf-8"))
+    for name in ("rules", "templates"):
+        shutil.copytree(shipped_dir(name), target / name, dirs_exist_ok=False)
+    print(f"wrote {config}, {target / 'rules'}/ and {target / 'templates'}/")
+    print("next: edit supportbot.toml, export SUPPORTBOT_IMAP_PASSWORD (and SUPPORTBOT_SMTP_PASSWORD),")
+    print(f"then: supportbot db upgrade --config {config} && supportbot run --config {config}")
+    return 0
+
+
+def _run(args) -> int:
+    from bot.service import Service
+    Service(_settings(args, secrets=True)).run_forever()
+    return 0
+
+
+def _db_upgrade(args) -> int:
+    url = _settings(args).database.url
+    upgrade(url)
+    print(f"database is at the current schema ({_redact(url)})")
+    return 0
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _tickets_list(args) -> int:
+    print("\n".join(ticket_lines(_engine(args), args.status)))
+    return 0
+
+
+def _tickets_show(args) -> int:
+    lines = ticket_report(_engine(args), args.reference)
+    if lines is None:
+        raise UsageError(f"no ticket {args.reference}")
+    print("\n".join(lines))
+    return 0
+
+
+def _outbox_list(args) -> int:
+    print("\n".join(outbox_lines(_engine(args))))
+    return 0
+
+
+def _outbox_retry(args) -> int:
+    row = retry_mail(_engine(args), SystemClock(), args.id)
+    if row is None:
+        raise UsageError(f"no outgoing mail {args.id}")
+    print(f"mail {row.id} to {row.recipient}: {row.status}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

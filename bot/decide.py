@@ -1,0 +1,130 @@
+"""The pure decision: raw bytes + arrival time + a read-only view → what to do with a mail.
+
+Nothing here writes or sends; the store applies the Decision in one transaction. This is
+what makes `check`, the demo and replay faithful to production.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from bot.mailparse import ParsedMail, UnparseableMail, parse
+from bot.mailthread import ThreadView, find_ticket
+
+# Decision kinds.
+NEW_TICKET = "new_ticket"
+FOLLOWUP = "followup"
+AUTOMATIC = "automatic"
+OWN = "own"
+QUARANTINED = "quarantined"
+
+
+class DecisionView(ThreadView, Protocol):
+    def automatic_mails_to(self, address: str, since: datetime) -> int:
+        """How many automatic mails we queued for this address since then (loop guard)."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What decide() needs from the deployment settings."""
+
+    support_address: str
+    message_id_domain: str
+    reference_prefix: str = "SUP"
+    default_language: str = "en"
+    ack_rate_limit_per_hour: int = 5
+
+
+@dataclass(frozen=True)
+class OutgoingMail:
+    """A mail to render and queue: which template, for whom, in reply to what."""
+
+    purpose: str
+    template: str
+    language: str
+    recipient: str
+    recipient_name: str
+    subject: str
+    in_reply_to: str | None
+    references: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Decision:
+    kind: str
+    message_key: str
+    raw_sha256: str
+    received_at: datetime
+    mail: ParsedMail | None
+    reasons: tuple[str, ...]
+    ticket_reference: str | None = None
+    language: str = "en"
+    outgoing: tuple[OutgoingMail, ...] = field(default=())
+
+
+def decide(raw: bytes, received_at: datetime, view: DecisionView, policy: Policy) -> Decision:
+    """Decide what a mail that arrived at `received_at` (IMAP INTERNALDATE) means."""
+    digest = hashlib.sha256(raw).hexdigest()
+    try:
+        mail = parse(raw)
+    except UnparseableMail as error:
+        return Decision(QUARANTINED, f"sha256:{digest}", digest, received_at, None,
+                        (f"unparseable: {error.reason}",))
+    base = dict(message_key=mail.message_id or f"sha256:{digest}", raw_sha256=digest,
+                received_at=received_at, mail=mail)
+    for screen in SCREENS:
+        verdict = screen(mail, policy)
+        if verdict:
+            kind, reason = verdict
+            match = find_ticket(mail, view, policy.reference_prefix)
+            return Decision(kind, reasons=(reason,), ticket_reference=match and match.reference, **base)
+    return _customer_mail(mail, view, policy, base)
+
+
+def _own_mail(mail: ParsedMail, policy: Policy) -> tuple[str, str] | None:
+    """Our own acknowledgements (or anything from our address) must never be answered."""
+    if mail.message_id and mail.message_id.endswith(f"@{policy.message_id_domain}>") \
+            and mail.message_id.startswith("<supportbot."):
+        return OWN, "our own mail (Message-ID)"
+    if mail.from_addr == policy.support_address.lower():
+        return OWN, f"sent from our support address {policy.support_address}"
+    return None
+
+
+def _automatic_mail(mail: ParsedMail, policy: Policy) -> tuple[str, str] | None:
+    """RFC 3834: never auto-answer auto-replies, bounces or list traffic."""
+    return (AUTOMATIC, f"automatic mail ({mail.auto})") if mail.auto else None
+
+
+def _no_sender(mail: ParsedMail, policy: Policy) -> tuple[str, str] | None:
+    return None if mail.from_addr else (QUARANTINED, "no usable sender address in From")
+
+
+# The screens run in this order; the first that matches decides.
+SCREENS = (_own_mail, _automatic_mail, _no_sender)
+
+
+def _customer_mail(mail: ParsedMail, view: DecisionView, policy: Policy, base: dict) -> Decision:
+    match = find_ticket(mail, view, policy.reference_prefix)
+    if match:
+        return Decision(FOLLOWUP, reasons=(f"follow-up: {match.evidence}",),
+                        ticket_reference=match.reference, language=policy.default_language, **base)
+    reasons = ["new request"]
+    outgoing: tuple[OutgoingMail, ...] = ()
+    since = base["received_at"] - timedelta(hours=1)
+    if view.automatic_mails_to(mail.from_addr, since) >= policy.ack_rate_limit_per_hour:
+        reasons.append(f"no acknowledgement: rate limit of {policy.ack_rate_limit_per_hour} "
+                       f"automatic mails per hour to {mail.from_addr} reached")
+    else:
+        outgoing = (_acknowledgement(mail, policy.default_language),)
+    return Decision(NEW_TICKET, reasons=tuple(reasons), language=policy.default_language,
+                    outgoing=outgoing, **base)
+
+
+def _acknowledgement(mail: ParsedMail, language: str) -> OutgoingMail:
+    references = mail.references + ((mail.message_id,) if mail.message_id else ())
+    return OutgoingMail("ack", "ack", language, mail.from_addr, mail.from_name, mail.subject,
+                        mail.message_id, references)

@@ -1,0 +1,180 @@
+"""`supportbot demo`: the real service on embedded IMAP/SMTP servers, with scripted mail.
+
+Nothing is faked past the network edge: mail is APPENDed to a real (in-process) IMAP server,
+the service reads it with IDLE, records it in SQLite, and delivers acknowledgements over
+SMTP to a capturing server that saves them as .eml files.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from importlib import resources
+from pathlib import Path
+
+from sqlmodel import Session, select
+
+from bot.clock import VirtualClock
+from bot.config import Settings, load_settings
+from bot.database import upgrade
+from bot.embedded import CaptureSmtp, EmbeddedImap
+from bot.models import Event, Message, OutboxMail, Ticket
+from bot.service import Service
+
+START = datetime(2026, 11, 23, 8, 58, tzinfo=timezone.utc)  # a Monday morning
+WAIT_SECONDS = 20
+
+
+@dataclass(frozen=True)
+class Step:
+    minutes: int
+    file: str
+    note: str
+
+
+SCRIPT = (
+    Step(0, "01-question.eml", "a customer asks for help"),
+    Step(2, "02-out-of-office.eml", "an out-of-office reply arrives (RFC 3834)"),
+    Step(3, "03-bounce.eml", "a delivery failure report arrives"),
+    Step(5, "01-question.eml", "the first mail is delivered again (same Message-ID)"),
+    Step(9, "04-french.eml", "a customer writes in French"),
+    Step(14, "05-followup.eml", "the first customer answers our acknowledgement"),
+    Step(20, "06-no-sender.eml", "a mail with no usable sender"),
+    Step(25, "07-injection.eml", "a subject that tries to inject a Bcc header"),
+)
+
+
+def run_demo(output: Path | None) -> int:
+    out = Path(output or tempfile.mkdtemp(prefix="supportbot-demo-")).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    clock = VirtualClock(START)
+    with EmbeddedImap() as imap, CaptureSmtp(out / "sent") as smtp:
+        settings = _settings(out, imap, smtp)
+        upgrade(settings.database.url)
+        service = Service(settings, clock)
+        service.start()
+        try:
+            print(f"supportbot demo: IMAP 127.0.0.1:{imap.port}, SMTP 127.0.0.1:{smtp.port}, "
+                  f"database {out / 'supportbot.db'}\n")
+            for step in SCRIPT:
+                _play(step, imap, service, clock)
+        finally:
+            service.stop()
+    _summary(out, smtp)
+    return 0
+
+
+def _settings(out: Path, imap: EmbeddedImap, smtp: CaptureSmtp) -> Settings:
+    """Write the demo's supportbot.toml (so `tickets list --config` works afterwards) and load it."""
+    config = out / "supportbot.toml"
+    config.write_text(DEMO_CONFIG.format(imap=imap, smtp=smtp), encoding="utf-8")
+    return load_settings(config, env={"SUPPORTBOT_IMAP_PASSWORD": imap.password})
+
+
+DEMO_CONFIG = """\
+# Written by `supportbot demo`; the embedded servers are gone once the demo ends.
+[bot]
+support_address = "support@vendor.example"
+from_name = "Vendor Support"
+instance_name = "demo"
+
+[imap]
+host = "127.0.0.1"
+port = {imap.port}
+security = "plain"
+username = "{imap.username}"
+poll_seconds = 1
+
+[smtp]
+host = "127.0.0.1"
+port = {smtp.port}
+security = "plain"
+
+[outbox]
+poll_seconds = 0.2
+retry_base_seconds = 1
+
+[database]
+url = "sqlite:///supportbot.db"
+"""
+
+
+def _play(step: Step, imap: EmbeddedImap, service: Service, clock: VirtualClock) -> None:
+    arrival = START + timedelta(minutes=step.minutes)
+    clock.advance(arrival - clock.now())
+    raw = _demo_mail(step.file, clock.now(), _first_ack(service))
+    before = _count_events(service)
+    imap.append(raw, internaldate=arrival)
+    print(f"{_clock(arrival)}  {step.note}")
+    _wait(lambda: _count_events(service) > before and _settled(service))
+    for line in _consequences(service, before):
+        print(f"        → {line}")
+    print()
+
+
+def _demo_mail(name: str, now: datetime, ack_message_id: str) -> bytes:
+    text = resources.files("bot").joinpath("demo_mail", name).read_text(encoding="utf-8")
+    text = text.replace("{date}", now.strftime("%a, %d %b %Y %H:%M:%S +0000"))
+    return text.replace("{ack_message_id}", ack_message_id).replace("\n", "\r\n").encode()
+
+
+def _first_ack(service: Service) -> str:
+    with Session(service.engine) as session:
+        return session.exec(select(OutboxMail.message_id).order_by(OutboxMail.id)).first() or ""
+
+
+def _wait(condition) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the demo service did not process the mail in time")
+        time.sleep(0.05)
+
+
+def _count_events(service: Service) -> int:
+    with Session(service.engine) as session:
+        return len(session.exec(select(Event.id)).all())
+
+
+def _settled(service: Service) -> bool:
+    with Session(service.engine) as session:
+        return session.exec(select(OutboxMail.id).where(OutboxMail.status.in_(("pending", "sending")))).first() is None
+
+
+def _consequences(service: Service, after: int) -> list[str]:
+    with Session(service.engine) as session:
+        events = session.exec(select(Event).where(Event.id > after).order_by(Event.id)).all()
+        return [_describe(session, e) for e in events]
+
+
+def _describe(session: Session, event: Event) -> str:
+    """One line per audit event; decisions show the reasons recorded on the message."""
+    message = session.get(Message, event.message_id) if event.message_id else None
+    if message is not None and event.kind != "duplicate":
+        ticket = session.get(Ticket, message.ticket_id) if message.ticket_id else None
+        where = f" on {ticket.reference}" if ticket else ""
+        return f"{event.kind.replace('_', ' ')}{where}: {message.reason}"
+    label = EVENT_LABELS.get(event.kind, event.kind.replace("_", " "))
+    return f"{label}: {event.detail}"
+
+
+EVENT_LABELS = {
+    "ticket_created": "ticket opened",
+    "mail_queued": "queued in the outbox",
+    "mail_sent": "accepted by the SMTP server",
+    "duplicate": "already recorded, nothing to do",
+}
+
+
+def _clock(moment: datetime) -> str:
+    return moment.strftime("%a %H:%M UTC")
+
+
+def _summary(out: Path, smtp: CaptureSmtp) -> None:
+    files = sorted((out / "sent").glob("*.eml"))
+    print(f"{len(files)} mail(s) accepted by the SMTP server, saved in {out / 'sent'}:")
+    for path in files:
+        print(f"  {path.name}")
+    print(f"\ninspect: supportbot tickets list --config {out / 'supportbot.toml'}")

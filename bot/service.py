@@ -1,0 +1,135 @@
+"""The running service: an ingest thread (IDLE or polling) and APScheduler jobs.
+
+Start-up checks everything it can (schema, rules, mailbox login) and fails with a clear
+message; afterwards, network trouble is retried with back-off and never ends the process.
+SIGTERM/SIGINT stop it cleanly: the current mail finishes, nothing half-done is marked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from datetime import datetime, timezone
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from imapclient.exceptions import IMAPClientError
+from sqlalchemy.exc import OperationalError
+
+from bot import decide as d
+from bot.clock import Clock, SystemClock
+from bot.config import Settings
+from bot.database import make_engine, require_current_schema
+from bot.ingest import Ingestor
+from bot.mailbox import Mailbox
+from bot.outbox import Outbox, RetryPolicy
+from bot.rules import load_rules
+from bot.store import Sender, Store
+from bot.templating import Templates
+from bot.transport import FolderTransport, SmtpTransport, Transport
+
+log = logging.getLogger(__name__)
+
+MAX_RECONNECT_SECONDS = 300
+
+
+def decision_policy(settings: Settings) -> d.Policy:
+    b = settings.bot
+    return d.Policy(support_address=b.support_address, message_id_domain=b.message_id_domain,
+                    reference_prefix=b.reference_prefix, default_language=b.default_language,
+                    ack_rate_limit_per_hour=b.ack_rate_limit_per_hour)
+
+
+def make_transport(settings: Settings) -> Transport:
+    if settings.outbox.transport == "folder":
+        return FolderTransport(settings.outbox.capture_dir)
+    s = settings.smtp
+    return SmtpTransport(s.host, s.port, s.security, s.username, s.password, s.timeout,
+                         s.tls_verify, s.ca_file)
+
+
+class Service:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.engine = make_engine(settings.database.url)
+        self.stop_event = threading.Event()
+        self.rules = load_rules(settings.bot.rules_path)
+        b, o = settings.bot, settings.outbox
+        self.store = Store(self.engine, self.clock, Templates(b.templates_path),
+                           Sender(b.support_address, b.from_name, b.message_id_domain),
+                           b.reference_prefix)
+        self.outbox = Outbox(self.engine, self.clock, make_transport(settings), b.instance_name,
+                             b.support_address,
+                             RetryPolicy(o.max_attempts, o.retry_base_seconds, o.retry_max_seconds),
+                             o.redirect_all_to, o.batch_size)
+        self.ingestor = Ingestor(self.store, decision_policy(settings), settings.imap.inbox,
+                                 settings.imap.batch_size)
+        self.mailbox = Mailbox(settings.imap)
+        self.scheduler = BackgroundScheduler(timezone=timezone.utc)
+        self._ingest_thread = threading.Thread(target=self._ingest_loop, name="ingest", daemon=True)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Check the schema and the mailbox now, so a misconfiguration fails at start-up."""
+        config = self.settings.path or "supportbot.toml"
+        require_current_schema(self.engine, f"supportbot db upgrade --config {config}")
+        self.mailbox.connect()
+        self.scheduler.add_job(self.deliver_once, "interval", id="deliver",
+                               seconds=self.settings.outbox.poll_seconds, max_instances=1,
+                               coalesce=True, next_run_time=datetime.now(timezone.utc))
+        self.scheduler.start()
+        self._ingest_thread.start()
+        log.info("supportbot started: %s as %s", self.settings.imap.host, self.settings.imap.username)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self._ingest_thread.is_alive():
+            self._ingest_thread.join()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        self.mailbox.close()
+        self.engine.dispose()
+        log.info("supportbot stopped")
+
+    def run_forever(self) -> None:
+        """Run until SIGTERM or SIGINT."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stop_event.set())
+        self.start()
+        try:
+            self.stop_event.wait()
+        finally:
+            self.stop()
+
+    # -- jobs ---------------------------------------------------------------------------
+
+    def deliver_once(self) -> None:
+        report = asyncio.run(self.outbox.deliver_due())
+        if report.sent or report.failed or report.uncertain:
+            log.info("outbox: %s", report)
+
+    def wake_delivery(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.modify_job("deliver", next_run_time=datetime.now(timezone.utc))
+
+    def _ingest_loop(self) -> None:
+        delay = 1.0
+        while not self.stop_event.is_set():
+            try:
+                if self.mailbox.client is None:
+                    self.mailbox.connect()
+                report = self.ingestor.drain(self.mailbox, self.stop_event)
+                if report.read:
+                    log.info("inbox: read %d mail(s) %s", report.read, report.outcomes)
+                if report.queued:
+                    self.wake_delivery()
+                delay = 1.0
+                self.mailbox.wait_for_mail(self.settings.imap.poll_seconds, self.stop_event)
+            except (IMAPClientError, OSError, OperationalError) as error:
+                log.warning("ingest: %s; retrying in %.0f s", error, delay)
+                self.mailbox.close()
+                self.stop_event.wait(delay)
+                delay = min(delay * 2, MAX_RECONNECT_SECONDS)

@@ -1,0 +1,75 @@
+"""Test helpers: a supportbot.toml pointing at the test servers, and waiting."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from sqlmodel import Session, select
+
+from bot.config import load_settings
+
+
+def write_config(folder: Path, dovecot, sink, db_url: str, **sections) -> Path:
+    """A deployment file for real servers on loopback; `sections` override keys per table."""
+    tables = {
+        "bot": {"support_address": "support@vendor.example", "from_name": "Vendor Support",
+                "instance_name": "test"},
+        "imap": {"host": "127.0.0.1", "port": dovecot.port, "security": "plain",
+                 "username": dovecot.username, "poll_seconds": 0.5, "batch_size": 10},
+        "smtp": {"host": "127.0.0.1", "port": sink.port if sink else 1, "security": "plain",
+                 "timeout": 5},
+        "outbox": {"poll_seconds": 0.2, "retry_base_seconds": 0.2, "retry_max_seconds": 1},
+        "database": {"url": db_url},
+    }
+    for table, values in sections.items():
+        tables[table].update(values)
+    path = folder / "supportbot.toml"
+    path.write_text("".join(f"[{name}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in values.items()) + "\n"
+                            for name, values in tables.items()), encoding="utf-8")
+    return path
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def settings_for(path: Path, dovecot):
+    return load_settings(path, env={"SUPPORTBOT_IMAP_PASSWORD": dovecot.password})
+
+
+def wait_until(condition, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def count(engine, model, *where) -> int:
+    with Session(engine) as session:
+        return len(session.exec(select(model).where(*where)).all())
+
+
+def unmarked(dovecot, keyword: str = "$SupportbotProcessed") -> list[int]:
+    client = dovecot.client()
+    try:
+        client.select_folder("INBOX", readonly=True)
+        return client.search(["UNKEYWORD", keyword])
+    finally:
+        client.logout()
+
+
+def customer_mail(n: int, sender: str | None = None) -> bytes:
+    sender = sender or f"customer{n}@acme.example"
+    return (f"From: Customer {n} <{sender}>\r\nTo: support@vendor.example\r\n"
+            f"Subject: Request number {n}\r\nMessage-ID: <req-{n}@acme.example>\r\n"
+            f"Date: Mon, 23 Nov 2026 09:00:00 +0100\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"\r\nHello, this is request {n}. Our instance does not answer.\r\n").encode()

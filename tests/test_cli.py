@@ -1,0 +1,130 @@
+"""The `supportbot` command as an operator uses it: real processes, real files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from bot.config import load_settings
+from helpers import write_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def supportbot(*args: str, env: dict | None = None, cwd: Path | None = None, pythonpath: Path | None = None):
+    environment = dict(os.environ, **(env or {}))
+    if pythonpath:
+        environment["PYTHONPATH"] = str(pythonpath)
+    return subprocess.run([sys.executable, "-m", "bot.cli", *args], capture_output=True, text=True,
+                          env=environment, cwd=cwd, timeout=120)
+
+
+def test_init_writes_a_working_folder(tmp_path):
+    result = supportbot("init", str(tmp_path / "site"))
+    assert result.returncode == 0, result.stderr
+    site = tmp_path / "site"
+    assert (site / "rules" / "policies" / "kestra-enterprise.yaml").is_file()
+    assert (site / "templates" / "fr" / "ack" / "body.txt").is_file()
+    settings = load_settings(site / "supportbot.toml", env={"SUPPORTBOT_IMAP_PASSWORD": "x",
+                                                           "SUPPORTBOT_SMTP_PASSWORD": "y"})
+    assert settings.bot.rules_path == site / "rules"
+    again = supportbot("init", str(site))
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_broken_config_names_file_and_line_without_traceback(tmp_path):
+    config = tmp_path / "supportbot.toml"
+    config.write_text('[bot]\nsupport_address = "support@vendor.example"\n\n[imap]\nhost = "imap.example"\n'
+                      'port = "nine-nine-three"\nusername = "support"\n')
+    result = supportbot("run", "--config", str(config), env={"SUPPORTBOT_IMAP_PASSWORD": "x"})
+    assert result.returncode == 2
+    assert f"{config}:6" in result.stderr and "port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_broken_rules_stop_start_up_with_file_and_line(tmp_path, dovecot, smtp_sink):
+    rules = tmp_path / "rules"
+    supportbot("init", str(tmp_path / "site"))
+    (tmp_path / "site" / "rules").rename(rules)
+    policy = rules / "policies" / "astran-standard.yaml"
+    policy.write_text(policy.read_text() + "\nunexpected_key: 1\n")
+    config = write_config(tmp_path, dovecot, smtp_sink, f"sqlite:///{tmp_path / 'db.sqlite'}",
+                          bot={"rules_dir": str(rules)})
+    assert supportbot("db", "upgrade", "--config", str(config)).returncode == 0
+    result = supportbot("run", "--config", str(config), env={"SUPPORTBOT_IMAP_PASSWORD": dovecot.password})
+    assert result.returncode == 2
+    assert "astran-standard.yaml:" in result.stderr and "unexpected_key" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_refuses_an_outdated_schema_and_says_how_to_fix_it(tmp_path, dovecot, smtp_sink):
+    config = write_config(tmp_path, dovecot, smtp_sink, f"sqlite:///{tmp_path / 'db.sqlite'}")
+    result = supportbot("run", "--config", str(config), env={"SUPPORTBOT_IMAP_PASSWORD": dovecot.password})
+    assert result.returncode == 2
+    assert f"supportbot db upgrade --config {config}" in result.stderr
+    assert supportbot("db", "upgrade", "--config", str(config)).returncode == 0
+    listing = supportbot("tickets", "list", "--config", str(config))
+    assert listing.returncode == 0 and listing.stdout.startswith("ticket")
+
+
+def test_wrong_password_is_a_clear_error(tmp_path, dovecot, smtp_sink):
+    config = write_config(tmp_path, dovecot, smtp_sink, f"sqlite:///{tmp_path / 'db.sqlite'}")
+    supportbot("db", "upgrade", "--config", str(config))
+    result = supportbot("run", "--config", str(config), env={"SUPPORTBOT_IMAP_PASSWORD": "wrong"})
+    assert result.returncode == 2
+    assert "supportbot: error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_config_file_is_explained(tmp_path):
+    result = supportbot("tickets", "list", "--config", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2 and "supportbot init" in result.stderr
+
+
+def test_unknown_ticket_is_an_error(tmp_path, dovecot, smtp_sink):
+    config = write_config(tmp_path, dovecot, smtp_sink, f"sqlite:///{tmp_path / 'db.sqlite'}")
+    supportbot("db", "upgrade", "--config", str(config))
+    result = supportbot("tickets", "show", "SUP-000404", "--config", str(config))
+    assert result.returncode == 2 and "no ticket SUP-000404" in result.stderr
+
+
+def test_demo_runs_and_leaves_the_sent_mails(tmp_path):
+    result = supportbot("demo", "--output", str(tmp_path / "demo"))
+    assert result.returncode == 0, result.stderr
+    sent = sorted((tmp_path / "demo" / "sent").glob("*.eml"))
+    assert len(sent) == 3
+    assert "ticket opened: SUP-000001" in result.stdout
+    assert "automatic mail (auto-submitted" in result.stdout
+    assert "quarantined: no usable sender" in result.stdout
+    shown = supportbot("tickets", "show", "SUP-000001", "--config", str(tmp_path / "demo" / "supportbot.toml"))
+    assert shown.returncode == 0 and "duplicate" in shown.stdout and "followup" in shown.stdout
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(REPO)],
+                   check=True, capture_output=True, timeout=300)
+    return next(out.glob("supportbot-*.whl"))
+
+
+def test_wheel_carries_rules_templates_and_migrations(wheel, tmp_path):
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        archive.extractall(tmp_path / "site")
+    for expected in ("bot/_data/rules/policies/astran-standard.yaml", "bot/_data/templates/en/ack/body.html",
+                     "bot/_data/db/env.py", "bot/_data/db/versions/0001_initial.py", "bot/example.toml",
+                     "bot/demo_mail/01-question.eml"):
+        assert expected in names
+    # Installed from the wheel (not the checkout), the bot still finds its files.
+    result = supportbot("init", str(tmp_path / "work"), cwd=tmp_path, pythonpath=tmp_path / "site")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "work" / "rules" / "calendars" / "astran.yaml").is_file()
+    probe = subprocess.run([sys.executable, "-c", "import bot.resources as r; print(r.shipped_dir('db'))"],
+                           capture_output=True, text=True, cwd=tmp_path,
+                           env=dict(os.environ, PYTHONPATH=str(tmp_path / "site")))
+    assert probe.stdout.strip() == str(tmp_path / "site" / "bot" / "_data" / "db")

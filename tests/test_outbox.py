@@ -1,0 +1,143 @@
+"""Outbox delivery against a real SMTP server (aiosmtpd): retries, back-off, claims."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from sqlmodel import Session, select
+
+from bot.models import Event, OutboxMail, Ticket
+from bot.outbox import Outbox, RetryPolicy, retry_mail
+from bot.transport import FolderTransport, SmtpTransport
+from test_store import POLICY, T0, mail, rows, store  # noqa: F401  (fixture)
+
+
+def outbox_for(store, sink, instance="test", **options) -> Outbox:
+    transport = SmtpTransport("127.0.0.1", sink.port, "plain", timeout=5)
+    return Outbox(store.engine, store.clock, transport, instance, "support@vendor.example",
+                  RetryPolicy(max_attempts=options.pop("max_attempts", 5), base_seconds=30,
+                              max_seconds=600, lease_seconds=60), **options)
+
+
+def queue_acks(store, count: int) -> None:
+    for n in range(1, count + 1):
+        store.record_mail("INBOX", 1, n, mail(n, f"user{n}@acme.example"), T0, POLICY)
+
+
+def deliver(outbox):
+    return asyncio.run(outbox.deliver_due())
+
+
+def test_ack_is_delivered_with_null_envelope_sender(store, smtp_sink):
+    queue_acks(store, 1)
+    report = deliver(outbox_for(store, smtp_sink))
+    assert report.sent == 1
+    [received] = smtp_sink.messages
+    assert received.mail_from == "<>" and received.rcpt_tos == ("user1@acme.example",)
+    assert received.message["Auto-Submitted"] == "auto-replied"
+    [row] = rows(store, OutboxMail)
+    assert row.status == "sent" and row.sent_at == T0 and row.attempts == 1
+    assert received.message["Message-ID"] == row.message_id
+    assert rows(store, Ticket)[0].acknowledged_at == T0
+
+
+def test_server_down_backs_off_then_delivers_when_it_returns(store, smtp_sink):
+    queue_acks(store, 2)
+    outbox = outbox_for(store, smtp_sink)
+    smtp_sink.stop()
+    report = deliver(outbox)
+    assert (report.sent, report.retrying) == (0, 2)
+    first = rows(store, OutboxMail)
+    assert all(r.status == "pending" and r.attempts == 1 for r in first)
+    assert all(r.next_attempt_at == T0 + timedelta(seconds=30) for r in first)
+    assert "cannot connect" in first[0].last_error
+    # Still down a bit later: the second failure doubles the wait.
+    store.clock.advance(timedelta(seconds=30))
+    deliver(outbox)
+    assert {r.next_attempt_at for r in rows(store, OutboxMail)} == {T0 + timedelta(seconds=90)}
+    # Back up, but not yet time: nothing is sent early.
+    smtp_sink.start()
+    store.clock.advance(timedelta(seconds=10))
+    assert deliver(outbox).sent == 0
+    store.clock.advance(timedelta(seconds=60))
+    assert deliver(outbox).sent == 2
+    assert len(smtp_sink.messages) == 2
+    assert {r.status for r in rows(store, OutboxMail)} == {"sent"}
+
+
+def test_temporary_refusal_is_retried(store, smtp_sink):
+    queue_acks(store, 1)
+    outbox = outbox_for(store, smtp_sink)
+    smtp_sink.refuse(451)
+    assert deliver(outbox).retrying == 1
+    [row] = rows(store, OutboxMail)
+    assert row.status == "pending" and "451" in row.last_error
+    smtp_sink.accept()
+    store.clock.advance(timedelta(seconds=31))
+    assert deliver(outbox).sent == 1
+
+
+@pytest.mark.parametrize("stage", ["rcpt", "data"])
+def test_permanent_refusal_fails_without_retry(store, smtp_sink, stage):
+    queue_acks(store, 1)
+    smtp_sink.refuse(550, stage=stage)
+    assert deliver(outbox_for(store, smtp_sink)).failed == 1
+    [row] = rows(store, OutboxMail)
+    assert row.status == "failed" and "550" in row.last_error
+    assert "mail_failed" in [e.kind for e in rows(store, Event)]
+
+
+def test_gives_up_after_max_attempts(store, smtp_sink):
+    queue_acks(store, 1)
+    outbox = outbox_for(store, smtp_sink, max_attempts=3)
+    smtp_sink.refuse(421)
+    for _ in range(3):
+        deliver(outbox)
+        store.clock.advance(timedelta(hours=1))
+    [row] = rows(store, OutboxMail)
+    assert (row.status, row.attempts) == ("failed", 3)
+    smtp_sink.accept()
+    assert deliver(outbox).sent == 0
+
+
+def test_interrupted_send_becomes_uncertain_and_is_not_resent(store, smtp_sink):
+    queue_acks(store, 1)
+    outbox = outbox_for(store, smtp_sink)
+    claimed = outbox._claim_next()  # a sender that claims and then dies
+    assert claimed.status == "sending"
+    assert deliver(outbox).sent == 0  # the lease still runs: nobody else takes it
+    store.clock.advance(timedelta(seconds=61))
+    assert deliver(outbox).uncertain == 1
+    assert rows(store, OutboxMail)[0].status == "uncertain" and smtp_sink.messages == []
+    # The operator decides to resend.
+    assert retry_mail(store.engine, store.clock, claimed.id).status == "pending"
+    assert deliver(outbox).sent == 1
+
+
+def test_two_instances_never_send_the_same_mail(store, smtp_sink):
+    queue_acks(store, 30)
+    a, b = outbox_for(store, smtp_sink, "a"), outbox_for(store, smtp_sink, "b")
+
+    async def both():
+        return await asyncio.gather(a.deliver_due(), b.deliver_due())
+
+    reports = asyncio.run(both())
+    assert sum(r.sent for r in reports) == 30
+    ids = [m.message["Message-ID"] for m in smtp_sink.messages]
+    assert len(ids) == len(set(ids)) == 30
+
+
+def test_redirect_all_replaces_every_recipient(store, smtp_sink):
+    queue_acks(store, 2)
+    deliver(outbox_for(store, smtp_sink, redirect_all_to="qa@vendor.example"))
+    assert {m.rcpt_tos for m in smtp_sink.messages} == {("qa@vendor.example",)}
+
+
+def test_folder_transport_writes_eml_files(store, tmp_path):
+    queue_acks(store, 2)
+    outbox = Outbox(store.engine, store.clock, FolderTransport(tmp_path / "out"), "t", "support@vendor.example")
+    assert deliver(outbox).sent == 2
+    files = sorted((tmp_path / "out").glob("*.eml"))
+    assert len(files) == 2 and files[0].name.startswith("0001-supportbot.ack.sup-000001")

@@ -1,0 +1,179 @@
+"""The store applies decisions idempotently, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlmodel import Session, select
+
+from bot import decide as d
+from bot.clock import VirtualClock
+from bot.database import make_engine, upgrade
+from bot.models import Event, Message, OutboxMail, Ticket
+from bot.store import Sender, Store
+from bot.templating import Templates
+
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+POLICY = d.Policy(support_address="support@vendor.example", message_id_domain="vendor.example",
+                  ack_rate_limit_per_hour=3)
+
+
+def mail(n: int, sender: str = "alice@acme.example", extra: str = "", subject: str = "Help") -> bytes:
+    return (f"From: Alice <{sender}>\r\nTo: support@vendor.example\r\nSubject: {subject} {n}\r\n"
+            f"Message-ID: <m{n}@acme.example>\r\n{extra}\r\nBody {n}\r\n").encode()
+
+
+@pytest.fixture
+def store(db_url):
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    yield Store(engine, VirtualClock(T0), Templates(),
+                Sender("support@vendor.example", "Vendor Support", "vendor.example"))
+    engine.dispose()
+
+
+def rows(store, model):
+    with Session(store.engine) as session:
+        return session.exec(select(model)).all()
+
+
+def test_new_mail_creates_ticket_message_event_and_ack_in_one_go(store):
+    outcome = store.record_mail("INBOX", 7, 1, mail(1), T0, POLICY)
+    assert (outcome.status, outcome.kind, outcome.ticket_reference, outcome.queued) == \
+        ("stored", "new_ticket", "SUP-000001", 1)
+    [ticket] = rows(store, Ticket)
+    assert (ticket.requester, ticket.subject, ticket.received_at) == ("alice@acme.example", "Help 1", T0)
+    [ack] = rows(store, OutboxMail)
+    assert ack.status == "pending" and ack.recipient == "alice@acme.example"
+    assert b"Subject: [SUP-000001] Help 1" in ack.raw
+    assert b"In-Reply-To: <m1@acme.example>" in ack.raw
+    assert b"Auto-Submitted: auto-replied" in ack.raw
+    kinds = [e.kind for e in rows(store, Event)]
+    assert kinds == ["ticket_created", "new_ticket", "mail_queued"]
+
+
+def test_ticket_references_are_sequential(store):
+    refs = [store.record_mail("INBOX", 7, n, mail(n, f"u{n}@acme.example"), T0, POLICY).ticket_reference
+            for n in range(1, 4)]
+    assert refs == ["SUP-000001", "SUP-000002", "SUP-000003"]
+
+
+def test_same_message_id_twice_is_one_ticket_and_one_ack(store):
+    first = store.record_mail("INBOX", 7, 1, mail(1), T0, POLICY)
+    # Re-delivered: another UID, other trace headers, same Message-ID.
+    again = store.record_mail("INBOX", 7, 2, b"Received: from relay\r\n" + mail(1), T0, POLICY)
+    # UIDVALIDITY changed: the same mail under a new UIDVALIDITY.
+    rebuilt = store.record_mail("INBOX", 8, 1, mail(1), T0, POLICY)
+    assert first.status == "stored"
+    assert again.status == rebuilt.status == "duplicate"
+    assert len(rows(store, Ticket)) == 1 and len(rows(store, OutboxMail)) == 1
+    assert [e.kind for e in rows(store, Event)].count("duplicate") == 2
+
+
+def test_mail_without_message_id_is_recognised_by_its_bytes(store):
+    raw = b"From: a@acme.example\r\nSubject: no id\r\n\r\nhello\r\n"
+    assert store.record_mail("INBOX", 7, 1, raw, T0, POLICY).status == "stored"
+    assert store.record_mail("INBOX", 7, 2, raw, T0, POLICY).status == "duplicate"
+    assert len(rows(store, Ticket)) == 1
+
+
+def test_is_recorded_knows_folder_uidvalidity_and_uid(store):
+    store.record_mail("INBOX", 7, 5, mail(1), T0, POLICY)
+    assert store.is_recorded("INBOX", 7, 5)
+    assert not store.is_recorded("INBOX", 8, 5)
+    assert not store.is_recorded("INBOX", 7, 6)
+
+
+def test_reply_to_our_ack_is_a_followup_without_new_ack(store):
+    store.record_mail("INBOX", 7, 1, mail(1), T0, POLICY)
+    [ack] = rows(store, OutboxMail)
+    reply = mail(2, extra=f"In-Reply-To: {ack.message_id}\r\n")
+    outcome = store.record_mail("INBOX", 7, 2, reply, T0, POLICY)
+    assert (outcome.kind, outcome.ticket_reference, outcome.queued) == ("followup", "SUP-000001", 0)
+    assert len(rows(store, Ticket)) == 1
+
+
+def test_subject_tag_threads_when_references_are_lost(store):
+    store.record_mail("INBOX", 7, 1, mail(1), T0, POLICY)
+    outcome = store.record_mail("INBOX", 7, 2, mail(2, subject="Re: [SUP-000001] Help"), T0, POLICY)
+    assert (outcome.kind, outcome.ticket_reference) == ("followup", "SUP-000001")
+    unknown = store.record_mail("INBOX", 7, 3, mail(3, subject="Re: [SUP-000099] Help"), T0, POLICY)
+    assert unknown.kind == "new_ticket"
+
+
+@pytest.mark.parametrize("headers, reason", [
+    ("Auto-Submitted: auto-replied\r\n", "auto-submitted"),
+    ("Precedence: bulk\r\n", "precedence"),
+    ("Return-Path: <>\r\n", "return-path"),
+    ("List-Id: <users.lists.example>\r\n", "list"),
+])
+def test_automatic_mail_is_recorded_but_never_answered(store, headers, reason):
+    outcome = store.record_mail("INBOX", 7, 1, mail(1, extra=headers), T0, POLICY)
+    assert outcome.kind == "automatic" and outcome.queued == 0
+    assert rows(store, Ticket) == [] and rows(store, OutboxMail) == []
+    [message] = rows(store, Message)
+    assert reason in message.reason.lower()
+
+
+def test_dsn_report_is_never_answered(store):
+    raw = (b"From: MAILER-DAEMON@mx.example\r\nSubject: Undelivered\r\nMessage-ID: <b1@mx>\r\n"
+           b"Content-Type: multipart/report; report-type=delivery-status; boundary=XX\r\n\r\n"
+           b"--XX\r\nContent-Type: text/plain\r\n\r\nfailed\r\n--XX--\r\n")
+    assert store.record_mail("INBOX", 7, 1, raw, T0, POLICY).kind == "automatic"
+    assert rows(store, OutboxMail) == []
+
+
+def test_our_own_mail_is_never_answered(store):
+    store.record_mail("INBOX", 7, 1, mail(1), T0, POLICY)
+    [ack] = rows(store, OutboxMail)
+    # Our acknowledgement delivered back into the inbox (e.g. the customer's address forwards to us).
+    outcome = store.record_mail("INBOX", 7, 2, ack.raw.replace(b"Auto-Submitted: auto-replied\r\n", b""), T0, POLICY)
+    assert outcome.kind == "own" and outcome.queued == 0
+    from_us = mail(3, sender="support@vendor.example")
+    assert store.record_mail("INBOX", 7, 3, from_us, T0, POLICY).kind == "own"
+    assert len(rows(store, OutboxMail)) == 1
+
+
+def test_rate_limit_stops_acks_to_one_sender_but_keeps_tickets(store):
+    outcomes = [store.record_mail("INBOX", 7, n, mail(n), T0 + timedelta(minutes=n), POLICY) for n in range(1, 6)]
+    assert [o.queued for o in outcomes] == [1, 1, 1, 0, 0]
+    assert all(o.kind == "new_ticket" for o in outcomes)
+    assert "rate limit" in rows(store, Message)[-1].reason
+
+
+def test_mail_without_sender_is_quarantined_with_reason(store):
+    outcome = store.record_mail("INBOX", 7, 1, b"Subject: hi\r\nMessage-ID: <x@y>\r\n\r\nbody", T0, POLICY)
+    assert outcome.kind == "quarantined" and outcome.queued == 0
+    [message] = rows(store, Message)
+    assert message.reason == "no usable sender address in From"
+
+
+def test_unparseable_bytes_are_quarantined(store):
+    outcome = store.record_mail("INBOX", 7, 1, b"", T0, POLICY)
+    assert outcome.kind == "quarantined"
+    assert rows(store, Message)[0].reason.startswith("unparseable")
+
+
+def test_explicit_quarantine_is_idempotent(store):
+    assert store.quarantine("INBOX", 7, 1, b"x", T0, "boom").status == "stored"
+    assert store.quarantine("INBOX", 7, 1, b"x", T0, "boom").status == "known"
+    assert [m.reason for m in rows(store, Message)] == ["boom"]
+
+
+def test_uidvalidity_change_is_noted(store):
+    assert store.note_uidvalidity("INBOX", 7) is None
+    assert store.note_uidvalidity("INBOX", 7) is None
+    assert store.note_uidvalidity("INBOX", 9) == 7
+    assert "uidvalidity_changed" in [e.kind for e in rows(store, Event)]
+
+
+def test_subject_header_injection_cannot_reach_the_ack(store):
+    raw = (b"From: m@evil.example\r\nSubject: =?utf-8?q?Hi=0D=0ABcc=3A_victim=40x=2Eexample?=\r\n"
+           b"Message-ID: <i@evil>\r\n\r\nbody\r\n")
+    store.record_mail("INBOX", 7, 1, raw, T0, POLICY)
+    [ack] = rows(store, OutboxMail)
+    header_block = ack.raw.split(b"\r\n\r\n", 1)[0]
+    assert b"\r\nBcc:" not in header_block
+    assert [line for line in header_block.split(b"\r\n") if line.startswith(b"Subject:")] == \
+        [b"Subject: [SUP-000001] Hi Bcc: victim@x.example"]

@@ -1,0 +1,89 @@
+"""Every shipped mail template renders, in every language, with a one-line subject."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from email import message_from_bytes
+from email.policy import default
+
+import pytest
+
+from bot.compose import compose, one_line, stable_message_id
+from bot.resources import shipped_dir
+from bot.templating import Templates
+
+LANGUAGES = ("en", "fr")
+CONTEXT = {"ticket": {"reference": "SUP-000042"}, "original_subject": "Scheduler <b>down</b>",
+           "recipient_name": "Zoë O'Brien", "from_name": "Vendor Support"}
+
+
+def template_names() -> list[str]:
+    return sorted({p.parent.name for p in shipped_dir("templates").glob("*/*/subject.txt")})
+
+
+def test_every_language_has_the_same_templates():
+    root = shipped_dir("templates")
+    sets = {lang: sorted(str(p.relative_to(root / lang)) for p in (root / lang).rglob("*.*")) for lang in LANGUAGES}
+    assert sets["en"] == sets["fr"] and sets["en"]
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("name", template_names())
+def test_template_renders(name, language):
+    rendered = Templates().render(name, language, CONTEXT)
+    assert "\n" not in rendered.subject and rendered.subject.strip()
+    assert "SUP-000042" in rendered.subject and "SUP-000042" in rendered.text
+    assert "&lt;b&gt;down&lt;/b&gt;" in rendered.html or "down" not in rendered.html  # HTML is escaped
+    assert f'lang="{language}"' in rendered.html
+
+
+def test_french_ack_is_french_and_english_is_english():
+    assert "Bonjour" in Templates().render("ack", "fr", CONTEXT).text
+    assert "Hello" in Templates().render("ack", "en", CONTEXT).text
+
+
+def test_unknown_language_falls_back_to_english():
+    assert Templates().render("ack", "de", CONTEXT).text == Templates().render("ack", "en", CONTEXT).text
+
+
+def test_operator_templates_override_shipped_ones(tmp_path):
+    folder = tmp_path / "en" / "ack"
+    folder.mkdir(parents=True)
+    (folder / "subject.txt").write_text("Custom {{ ticket.reference }}")
+    (folder / "body.txt").write_text("custom body")
+    (folder / "body.html").write_text("<p>custom</p>")
+    rendered = Templates(tmp_path).render("ack", "en", CONTEXT)
+    assert (rendered.subject, rendered.text) == ("Custom SUP-000042", "custom body\n")
+    assert "Bonjour" in Templates(tmp_path).render("ack", "fr", CONTEXT).text
+
+
+def test_composed_mail_is_multipart_alternative_with_loop_guards():
+    rendered = Templates().render("ack", "fr", CONTEXT)
+    when = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+    mid = stable_message_id("ack", "SUP-000042", "<m@x>", "vendor.example")
+    raw = compose(rendered, sender="support@vendor.example", sender_name="Vendor Support",
+                  recipient="zoe@acme.example", recipient_name="Zoë O'Brien", message_id=mid,
+                  date=when, in_reply_to="<m@x>", references=("<a@x>", "<m@x>"),
+                  ticket_reference="SUP-000042")
+    msg = message_from_bytes(raw, policy=default)
+    assert msg.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+    assert msg["Auto-Submitted"] == "auto-replied" and msg["X-Auto-Response-Suppress"] == "All"
+    assert msg["Message-ID"] == mid and msg["In-Reply-To"] == "<m@x>"
+    assert msg["References"] == "<a@x> <m@x>"
+    assert msg["Subject"] == "[SUP-000042] Scheduler <b>down</b>"
+    assert "Zoë" in str(msg["To"])
+    assert "reçu" in msg.get_body(("plain",)).get_content()
+
+
+def test_message_ids_are_stable_and_distinct():
+    a = stable_message_id("ack", "SUP-000001", "<m@x>", "vendor.example")
+    assert a == stable_message_id("ack", "SUP-000001", "<m@x>", "vendor.example")
+    assert a != stable_message_id("ack", "SUP-000002", "<m@x>", "vendor.example")
+    assert a.startswith("<supportbot.ack.sup-000001.") and a.endswith("@vendor.example>")
+
+
+@pytest.mark.parametrize("value", ["a\r\nBcc: x@y", "a\nb", "a\x00b\tc", "a\u2028b"])
+def test_one_line_removes_line_breaks_and_controls(value):
+    cleaned = one_line(value)
+    assert cleaned.isprintable() and "\n" not in cleaned and "\r" not in cleaned
