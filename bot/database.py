@@ -17,15 +17,24 @@ class SchemaOutdated(Exception):
 
 
 def make_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets WAL, a busy timeout and foreign keys."""
+    """Create an engine; SQLite gets WAL, a busy timeout, foreign keys and real savepoints."""
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+def _sqlite_begin(connection) -> None:
+    """Take the write lock up front: in WAL mode a read transaction that later writes fails at
+    once (SQLITE_BUSY_SNAPSHOT) when another connection wrote meanwhile; waiting is better."""
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # Let SQLAlchemy, not the sqlite3 module, drive transactions, so SAVEPOINT works.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=30000"):
         cursor.execute(f"PRAGMA {pragma}")

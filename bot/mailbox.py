@@ -95,17 +95,17 @@ class Mailbox:
         criteria = ["ALL"] if self.settings.mark == "move" else ["UNKEYWORD", self.settings.processed_keyword]
         return sorted(self.client.search(criteria))
 
-    def fetch(self, uids: list[int]) -> Iterator[FetchedMail]:
-        """Yield the mails, in chunks whose total size stays under MAX_FETCH_BYTES."""
+    def fetch_chunks(self, uids: list[int]) -> Iterator[list[FetchedMail]]:
+        """Yield the mails in chunks whose total size stays under MAX_FETCH_BYTES."""
         sizes = self.client.fetch(uids, ["RFC822.SIZE"])
         for chunk in _chunks(uids, {uid: data.get(b"RFC822.SIZE", 0) for uid, data in sizes.items()}):
             response = self.client.fetch(chunk, ["INTERNALDATE", "BODY.PEEK[]"])
-            for uid in chunk:
-                data = response.get(uid)
-                if data is None or b"BODY[]" not in data:
-                    log.warning("UID %s vanished before it could be read", uid)
-                    continue
-                yield FetchedMail(uid, _utc(data[b"INTERNALDATE"]), data[b"BODY[]"])
+            mails = [FetchedMail(uid, _utc(response[uid][b"INTERNALDATE"]), response[uid][b"BODY[]"])
+                     for uid in chunk if b"BODY[]" in response.get(uid, {})]
+            if len(mails) < len(chunk):
+                log.warning("%d mail(s) vanished before they could be read", len(chunk) - len(mails))
+            if mails:
+                yield mails
 
     def mark_processed(self, uids: list[int]) -> None:
         if not uids:

@@ -49,9 +49,10 @@ class Message(SQLModel, table=True):
     """Every mail read from the mailbox, once. `message_key` makes re-reads idempotent."""
 
     __tablename__ = "messages"
+    __table_args__ = (sa.Index("ix_messages_location", "folder", "uidvalidity", "uid"),)
     id: Optional[int] = Field(default=None, primary_key=True)
     message_key: str = Field(max_length=1000, unique=True)
-    message_id: Optional[str] = Field(default=None, max_length=1000)
+    message_id: Optional[str] = Field(default=None, max_length=1000, index=True)
     folder: str = Field(max_length=200)
     uidvalidity: int = Field(sa_type=sa.BigInteger)
     uid: int = Field(sa_type=sa.BigInteger)
@@ -83,16 +84,18 @@ class OutboxMail(SQLModel, table=True):
     """A rendered mail waiting for delivery; written in the transaction that decided it."""
 
     __tablename__ = "outbox"
+    __table_args__ = (sa.Index("ix_outbox_due", "status", "next_attempt_at"),
+                      sa.Index("ix_outbox_recipient_created", "recipient", "created_at"))
     id: Optional[int] = Field(default=None, primary_key=True)
     message_id: str = Field(max_length=1000, unique=True)
     ticket_id: Optional[int] = Field(default=None, foreign_key="tickets.id", index=True)
     purpose: str = Field(max_length=40)
-    recipient: str = Field(max_length=320, index=True)
+    recipient: str = Field(max_length=320)
     raw: bytes = Field(sa_type=sa.LargeBinary)
     created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
-    status: str = Field(default="pending", max_length=20, index=True)
+    status: str = Field(default="pending", max_length=20)
     attempts: int = 0
-    next_attempt_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
+    next_attempt_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     claimed_by: Optional[str] = Field(default=None, max_length=200)
     claimed_until: Optional[datetime] = _when()
     sent_at: Optional[datetime] = _when()

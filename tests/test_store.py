@@ -10,6 +10,7 @@ from sqlmodel import Session, select
 from bot import decide as d
 from bot.clock import VirtualClock
 from bot.database import make_engine, upgrade
+from bot.mailbox import FetchedMail
 from bot.models import Event, Message, OutboxMail, Ticket
 from bot.store import Sender, Store
 from bot.templating import Templates
@@ -155,10 +156,24 @@ def test_unparseable_bytes_are_quarantined(store):
     assert rows(store, Message)[0].reason.startswith("unparseable")
 
 
-def test_explicit_quarantine_is_idempotent(store):
-    assert store.quarantine("INBOX", 7, 1, b"x", T0, "boom").status == "stored"
-    assert store.quarantine("INBOX", 7, 1, b"x", T0, "boom").status == "known"
-    assert [m.reason for m in rows(store, Message)] == ["boom"]
+def test_a_failing_mail_is_quarantined_and_the_rest_of_the_batch_commits(store, tmp_path):
+    # An operator template that breaks for one requester: its processing fails, the others pass.
+    folder = tmp_path / "en" / "ack"
+    folder.mkdir(parents=True)
+    (folder / "subject.txt").write_text("{% if recipient_name == 'Boom' %}{{ missing }}{% endif %}ok")
+    (folder / "body.txt").write_text("body")
+    (folder / "body.html").write_text("<p>body</p>")
+    store.templates = Templates(tmp_path)
+    boom = mail(2).replace(b"From: Alice", b"From: Boom")
+    batch = [FetchedMail(1, T0, mail(1)), FetchedMail(2, T0, boom), FetchedMail(3, T0, mail(3, "c@acme.example"))]
+    outcomes = store.record_batch("INBOX", 7, batch, POLICY)
+    assert [o.kind for o in outcomes] == ["new_ticket", "quarantined", "new_ticket"]
+    quarantined = [m for m in rows(store, Message) if m.kind == "quarantined"]
+    assert len(quarantined) == 1 and quarantined[0].uid == 2
+    assert "UndefinedError" in quarantined[0].reason and "missing" in quarantined[0].reason
+    assert len(rows(store, Ticket)) == 2  # the failed mail's half-made ticket was rolled back
+    # Read again (a crash before marking): every mail is known, nothing is doubled.
+    assert [o.status for o in store.record_batch("INBOX", 7, batch, POLICY)] == ["known"] * 3
 
 
 def test_uidvalidity_change_is_noted(store):

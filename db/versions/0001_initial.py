@@ -71,6 +71,8 @@ def upgrade() -> None:
     sa.UniqueConstraint('message_key')
     )
     with op.batch_alter_table('messages', schema=None) as batch_op:
+        batch_op.create_index('ix_messages_location', ['folder', 'uidvalidity', 'uid'], unique=False)
+        batch_op.create_index(batch_op.f('ix_messages_message_id'), ['message_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_messages_raw_sha256'), ['raw_sha256'], unique=False)
         batch_op.create_index(batch_op.f('ix_messages_ticket_id'), ['ticket_id'], unique=False)
 
@@ -94,9 +96,8 @@ def upgrade() -> None:
     sa.UniqueConstraint('message_id')
     )
     with op.batch_alter_table('outbox', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_outbox_next_attempt_at'), ['next_attempt_at'], unique=False)
-        batch_op.create_index(batch_op.f('ix_outbox_recipient'), ['recipient'], unique=False)
-        batch_op.create_index(batch_op.f('ix_outbox_status'), ['status'], unique=False)
+        batch_op.create_index('ix_outbox_due', ['status', 'next_attempt_at'], unique=False)
+        batch_op.create_index('ix_outbox_recipient_created', ['recipient', 'created_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_outbox_ticket_id'), ['ticket_id'], unique=False)
 
     op.create_table('events',
@@ -122,14 +123,15 @@ def downgrade() -> None:
     op.drop_table('events')
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_outbox_ticket_id'))
-        batch_op.drop_index(batch_op.f('ix_outbox_status'))
-        batch_op.drop_index(batch_op.f('ix_outbox_recipient'))
-        batch_op.drop_index(batch_op.f('ix_outbox_next_attempt_at'))
+        batch_op.drop_index('ix_outbox_recipient_created')
+        batch_op.drop_index('ix_outbox_due')
 
     op.drop_table('outbox')
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_messages_ticket_id'))
         batch_op.drop_index(batch_op.f('ix_messages_raw_sha256'))
+        batch_op.drop_index(batch_op.f('ix_messages_message_id'))
+        batch_op.drop_index('ix_messages_location')
 
     op.drop_table('messages')
     with op.batch_alter_table('tickets', schema=None) as batch_op:
