@@ -1,14 +1,17 @@
-"""Deliver queued mail: claim a row, send it, record the result; retry with back-off.
+"""Deliver queued mail: claim a batch, send it in order, record each result; back off.
 
-A row is claimed (status `sending`, with a lease) and committed before it is sent, so two
-instances never send the same row. A claim whose lease ran out without a result means the
-sender died mid-send: the mail may or may not have left, so it becomes `uncertain` and is
-not resent on its own (a duplicate acknowledgement is worse than asking the operator).
+A batch is claimed (status `sending`, a token, a lease) and committed before anything is
+sent, so two instances never send the same row. Rows are sent in id order and each result
+is committed as soon as the server answers. So when a sender dies, its claim holds at most
+one mail whose fate is unknown, the lowest id still `sending`: that one becomes `uncertain`
+and is not resent on its own (a duplicate acknowledgement is worse than asking the
+operator); the rest of the claim was never tried and goes back to `pending`.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -18,9 +21,11 @@ from sqlmodel import Session, select
 
 from bot.clock import Clock
 from bot.models import Event, OutboxMail, Ticket
-from bot.transport import Channel, PermanentFailure, TemporaryFailure, Transport
+from bot.transport import Channel, ConnectionLost, PermanentFailure, TemporaryFailure, Transport
 
 log = logging.getLogger(__name__)
+
+OUTBOX, TICKETS, EVENTS = OutboxMail.__table__, Ticket.__table__, Event.__table__
 
 # Automatic answers go out with a null envelope sender so that bounces never loop (RFC 3834 §3.3).
 AUTOMATIC_PURPOSES = frozenset({"ack"})
@@ -55,34 +60,36 @@ class Outbox:
         self.batch_size = batch_size
 
     async def deliver_due(self) -> DeliveryReport:
-        """Send what is due now, over one connection."""
+        """Send everything that is due now, over one connection, batch after batch."""
         report = DeliveryReport(uncertain=self._expire_claims())
         if not self._anything_due():
             return report
         try:
             async with self.transport.open() as channel:
-                await self._deliver_batch(channel, report)
+                while await self._deliver_batch(channel, report):
+                    pass
         except TemporaryFailure as error:
             log.warning("outbox: %s", error)
             report.retrying += self._postpone_due(str(error))
         return report
 
-    async def _deliver_batch(self, channel: Channel, report: DeliveryReport) -> None:
-        for _ in range(self.batch_size):
-            row = self._claim_next()
-            if row is None:
-                return
+    async def _deliver_batch(self, channel: Channel, report: DeliveryReport) -> bool:
+        token, rows = self._claim_batch()
+        for position, row in enumerate(rows):
             try:
                 await channel.send(self._envelope_from(row), self._recipients(row), row.raw)
             except PermanentFailure as error:
                 self._finish(row, "failed", str(error))
                 report.failed += 1
-            except TemporaryFailure as error:
-                report.retrying += self._release(row, str(error))
+            except ConnectionLost as error:
+                report.retrying += self._release(row, str(error), rows[position + 1:])
                 raise
+            except TemporaryFailure as error:  # this mail only (4xx): the others go on
+                report.retrying += self._release(row, str(error), [])
             else:
                 self._finish(row, "sent")
                 report.sent += 1
+        return len(rows) == self.batch_size
 
     def _envelope_from(self, row: OutboxMail) -> str:
         return "" if row.purpose in AUTOMATIC_PURPOSES else self.sender_address
@@ -100,40 +107,42 @@ class Outbox:
         return select(OutboxMail.id).where(OutboxMail.status == "pending",
                                            OutboxMail.next_attempt_at <= self.clock.now())
 
-    def _claim_next(self) -> OutboxMail | None:
-        """Take one due row for this instance; the conditional UPDATE makes the claim atomic
-        on SQLite and PostgreSQL alike."""
-        now = self.clock.now()
+    def _claim_batch(self) -> tuple[str, list[OutboxMail]]:
+        """Take up to batch_size due rows for this instance. The conditional UPDATE makes
+        the claim atomic on SQLite and PostgreSQL alike; the token names this claim."""
+        token = f"{self.instance}/{uuid.uuid4().hex[:12]}"
+        lease = self.clock.now() + timedelta(seconds=self.retry.lease_seconds)
         with Session(self.engine) as session:
-            for row_id in session.exec(self._due().order_by(OutboxMail.id).limit(10)).all():
-                claimed = session.exec(sa.update(OutboxMail).where(
-                    OutboxMail.id == row_id, OutboxMail.status == "pending").values(
-                    status="sending", claimed_by=self.instance,
-                    claimed_until=now + timedelta(seconds=self.retry.lease_seconds)))
-                if claimed.rowcount == 1:
-                    session.commit()
-                    return session.get(OutboxMail, row_id)
-        return None
+            ids = session.exec(self._due().order_by(OutboxMail.id).limit(self.batch_size)).all()
+            session.exec(sa.update(OutboxMail).where(OutboxMail.id.in_(ids), OutboxMail.status == "pending")
+                         .values(status="sending", claimed_by=token, claimed_until=lease))
+            session.commit()
+            rows = session.exec(select(OutboxMail).where(OutboxMail.claimed_by == token,
+                                                         OutboxMail.status == "sending")
+                                .order_by(OutboxMail.id)).all()
+        return token, list(rows)
 
     def _finish(self, row: OutboxMail, status: str, error: str = "") -> None:
+        """Record one result at once (Core statements: this runs once per mail)."""
         now = self.clock.now()
-        with Session(self.engine) as session:
-            session.exec(sa.update(OutboxMail).where(OutboxMail.id == row.id).values(
-                status=status, attempts=OutboxMail.attempts + 1, last_error=error[:2000],
+        detail = f"{row.purpose} to {row.recipient}, {row.message_id}" + (f": {error}" if error else "")
+        with self.engine.begin() as db:
+            db.execute(sa.update(OUTBOX).where(OUTBOX.c.id == row.id).values(
+                status=status, attempts=OUTBOX.c.attempts + 1, last_error=error[:2000],
                 sent_at=now if status == "sent" else None, claimed_until=None))
             if status == "sent" and row.purpose == "ack" and row.ticket_id:
-                session.exec(sa.update(Ticket).where(Ticket.id == row.ticket_id,
-                                                     Ticket.acknowledged_at.is_(None))
-                             .values(acknowledged_at=now))
-            detail = f"{row.purpose} to {row.recipient}, {row.message_id}" + (f": {error}" if error else "")
-            session.add(Event(at=now, ticket_id=row.ticket_id, kind=f"mail_{status}", detail=detail))
-            session.commit()
+                db.execute(sa.update(TICKETS).where(TICKETS.c.id == row.ticket_id,
+                                                    TICKETS.c.acknowledged_at.is_(None))
+                           .values(acknowledged_at=now))
+            db.execute(sa.insert(EVENTS), dict(at=now, ticket_id=row.ticket_id, message_id=None,
+                                               kind=f"mail_{status}", detail=detail))
 
-    def _release(self, row: OutboxMail, error: str) -> int:
-        """A temporary failure: back to pending with back-off, or failed after max attempts."""
+    def _release(self, failed: OutboxMail, error: str, untried: list[OutboxMail]) -> int:
+        """A temporary failure: the failed row backs off; the untried rest is pending again."""
         with Session(self.engine) as session:
-            fresh = session.get(OutboxMail, row.id)
-            self._back_off(session, fresh, error)
+            self._back_off(session, session.get(OutboxMail, failed.id), error)
+            session.exec(sa.update(OutboxMail).where(OutboxMail.id.in_([r.id for r in untried]))
+                         .values(status="pending", claimed_by=None, claimed_until=None))
             session.commit()
         return 1
 
@@ -162,19 +171,28 @@ class Outbox:
         session.add(row)
 
     def _expire_claims(self) -> int:
+        """Claims whose lease ran out belong to a dead sender: only the first unfinished row
+        of each may have left; it becomes uncertain, the others were never tried."""
         now = self.clock.now()
         with Session(self.engine) as session:
             stale = session.exec(select(OutboxMail).where(
-                OutboxMail.status == "sending", OutboxMail.claimed_until < now)).all()
+                OutboxMail.status == "sending", OutboxMail.claimed_until < now)
+                .order_by(OutboxMail.id)).all()
+            in_flight = {}
             for row in stale:
-                row.status = "uncertain"
+                in_flight.setdefault(row.claimed_by, row)
+            for row in stale:
+                uncertain = in_flight[row.claimed_by] is row
+                if uncertain:
+                    session.add(Event(at=now, ticket_id=row.ticket_id, kind="mail_uncertain",
+                                      detail=f"{row.purpose} to {row.recipient}, {row.message_id}: "
+                                             f"{row.claimed_by} stopped while sending; not resent "
+                                             f"automatically (supportbot outbox retry {row.id})"))
+                row.status = "uncertain" if uncertain else "pending"
+                row.claimed_by = row.claimed_until = None
                 session.add(row)
-                session.add(Event(at=now, ticket_id=row.ticket_id, kind="mail_uncertain",
-                                  detail=f"{row.purpose} to {row.recipient}, {row.message_id}: "
-                                         f"{row.claimed_by} stopped while sending; not resent "
-                                         f"automatically (supportbot outbox retry {row.id})"))
             session.commit()
-            return len(stale)
+            return len(in_flight)
 
 
 def retry_mail(engine: Engine, clock: Clock, row_id: int) -> OutboxMail | None:

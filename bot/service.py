@@ -55,6 +55,8 @@ class Service:
         self.clock = clock or SystemClock()
         self.engine = make_engine(settings.database.url)
         self.stop_event = threading.Event()
+        self._delivering = threading.Lock()
+        self._deliver_again = threading.Event()
         self.rules = load_rules(settings.bot.rules_path)
         b, o = settings.bot, settings.outbox
         self.store = Store(self.engine, self.clock, Templates(b.templates_path),
@@ -78,7 +80,7 @@ class Service:
         require_current_schema(self.engine, f"supportbot db upgrade --config {config}")
         self.mailbox.connect()
         self.scheduler.add_job(self.deliver_once, "interval", id="deliver",
-                               seconds=self.settings.outbox.poll_seconds, max_instances=1,
+                               seconds=self.settings.outbox.poll_seconds, max_instances=2,
                                coalesce=True, next_run_time=datetime.now(timezone.utc))
         self.scheduler.start()
         self._ingest_thread.start()
@@ -107,11 +109,24 @@ class Service:
     # -- jobs ---------------------------------------------------------------------------
 
     def deliver_once(self) -> None:
-        report = asyncio.run(self.outbox.deliver_due())
-        if report.sent or report.failed or report.uncertain:
-            log.info("outbox: %s", report)
+        """Deliver until nothing is due. A run that starts while another is delivering only
+        asks that one to look again, so wake-ups are never lost and never pile up."""
+        if not self._delivering.acquire(blocking=False):
+            self._deliver_again.set()
+            return
+        try:
+            while True:
+                self._deliver_again.clear()
+                report = asyncio.run(self.outbox.deliver_due())
+                if report.sent or report.failed or report.uncertain:
+                    log.info("outbox: %s", report)
+                if not self._deliver_again.is_set() or self.stop_event.is_set():
+                    return
+        finally:
+            self._delivering.release()
 
     def wake_delivery(self) -> None:
+        self._deliver_again.set()
         if self.scheduler.running:
             self.scheduler.modify_job("deliver", next_run_time=datetime.now(timezone.utc))
 

@@ -15,6 +15,10 @@ class TemporaryFailure(Exception):
     """Worth retrying later: connection refused, timeout, 4xx."""
 
 
+class ConnectionLost(TemporaryFailure):
+    """The server is unreachable or went away: nothing more can be sent on this connection."""
+
+
 class PermanentFailure(Exception):
     """Retrying will not help: 5xx for this message or recipient."""
 
@@ -52,7 +56,7 @@ class SmtpTransport:
         try:
             await client.connect()
         except (aiosmtplib.SMTPException, OSError) as error:
-            raise TemporaryFailure(f"cannot connect to SMTP server: {error}") from error
+            raise ConnectionLost(f"cannot connect to SMTP server: {error}") from error
         try:
             yield _SmtpChannel(client)
         finally:
@@ -73,7 +77,7 @@ class _SmtpChannel:
         except aiosmtplib.SMTPResponseException as error:
             raise _by_code(error.code, f"{error.code} {error.message}") from error
         except (aiosmtplib.SMTPException, OSError) as error:
-            raise TemporaryFailure(str(error) or type(error).__name__) from error
+            raise ConnectionLost(str(error) or type(error).__name__) from error
 
 
 def _by_code(code: int, text: str) -> Exception:

@@ -102,18 +102,33 @@ def test_gives_up_after_max_attempts(store, smtp_sink):
     assert deliver(outbox).sent == 0
 
 
-def test_interrupted_send_becomes_uncertain_and_is_not_resent(store, smtp_sink):
-    queue_acks(store, 1)
+def test_dead_sender_leaves_one_uncertain_mail_and_the_rest_is_sent(store, smtp_sink):
+    queue_acks(store, 3)
     outbox = outbox_for(store, smtp_sink)
-    claimed = outbox._claim_next()  # a sender that claims and then dies
-    assert claimed.status == "sending"
-    assert deliver(outbox).sent == 0  # the lease still runs: nobody else takes it
+    _, claimed = outbox._claim_batch()  # a sender that claims a batch and then dies
+    assert [r.status for r in claimed] == ["sending"] * 3
+    assert deliver(outbox).sent == 0  # the lease still runs: nobody else takes them
     store.clock.advance(timedelta(seconds=61))
-    assert deliver(outbox).uncertain == 1
-    assert rows(store, OutboxMail)[0].status == "uncertain" and smtp_sink.messages == []
-    # The operator decides to resend.
-    assert retry_mail(store.engine, store.clock, claimed.id).status == "pending"
+    report = deliver(outbox)
+    # Only the first row can have left before the crash; the other two were never tried.
+    assert (report.uncertain, report.sent) == (1, 2)
+    statuses = {r.id: r.status for r in rows(store, OutboxMail)}
+    assert statuses == {claimed[0].id: "uncertain", claimed[1].id: "sent", claimed[2].id: "sent"}
+    assert len(smtp_sink.messages) == 2
+    # The operator decides to resend the uncertain one.
+    assert retry_mail(store.engine, store.clock, claimed[0].id).status == "pending"
     assert deliver(outbox).sent == 1
+
+
+def test_a_refused_mail_backs_off_alone_and_the_batch_goes_on(store, smtp_sink):
+    queue_acks(store, 4)
+    outbox = outbox_for(store, smtp_sink)
+    smtp_sink.refuse(452, stage="rcpt")
+    assert deliver(outbox).retrying == 4  # each one tried once on the same connection
+    assert sorted((r.status, r.attempts) for r in rows(store, OutboxMail)) == [("pending", 1)] * 4
+    smtp_sink.accept()
+    store.clock.advance(timedelta(seconds=31))
+    assert deliver(outbox).sent == 4
 
 
 def test_two_instances_never_send_the_same_mail(store, smtp_sink):
