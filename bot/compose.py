@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import quopri
 from datetime import datetime
-from email.message import EmailMessage
-from email.policy import SMTP
+from email.header import Header
 from email.utils import format_datetime, formataddr
 
 from bot.templating import RenderedMail
@@ -31,20 +31,45 @@ def one_line(value: str) -> str:
 def compose(rendered: RenderedMail, *, sender: str, sender_name: str, recipient: str,
             recipient_name: str, message_id: str, date: datetime, in_reply_to: str | None,
             references: tuple[str, ...], ticket_reference: str | None) -> bytes:
-    msg = EmailMessage(policy=SMTP)
-    msg["From"] = formataddr((one_line(sender_name), sender))
-    msg["To"] = formataddr((one_line(recipient_name), recipient))
-    msg["Subject"] = one_line(rendered.subject)
-    msg["Date"] = format_datetime(date)
-    msg["Message-ID"] = message_id
-    if in_reply_to:
-        msg["In-Reply-To"] = in_reply_to
-    if references:
-        msg["References"] = " ".join(references[-20:])
-    for name, value in LOOP_GUARD_HEADERS.items():
-        msg[name] = value
-    if ticket_reference:
-        msg["X-Supportbot-Ticket"] = ticket_reference
-    msg.set_content(rendered.text, subtype="plain", charset="utf-8")
-    msg.add_alternative(rendered.html, subtype="html", charset="utf-8")
-    return msg.as_bytes()
+    """A multipart/alternative message (text, then HTML), both quoted-printable UTF-8.
+
+    Built directly rather than with EmailMessage: the structure never varies, and the
+    generic header machinery cost ~3 ms a mail, more than everything else we do with it.
+    """
+    headers = [
+        ("From", formataddr((one_line(sender_name), sender), charset="utf-8")),
+        ("To", formataddr((one_line(recipient_name), recipient), charset="utf-8")),
+        ("Subject", _encoded(one_line(rendered.subject), "Subject")),
+        ("Date", format_datetime(date)),
+        ("Message-ID", message_id),
+        *([("In-Reply-To", in_reply_to)] if in_reply_to else []),
+        *([("References", _folded_ids(references[-20:]))] if references else []),
+        *LOOP_GUARD_HEADERS.items(),
+        *([("X-Supportbot-Ticket", ticket_reference)] if ticket_reference else []),
+        ("MIME-Version", "1.0"),
+    ]
+    boundary = "=_sb_" + hashlib.sha256(message_id.encode()).hexdigest()[:24]
+    lines = [f"{name}: {value}" for name, value in headers]
+    lines.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
+    lines.append("")
+    for subtype, body in (("plain", rendered.text), ("html", rendered.html)):
+        lines += [f"--{boundary}", f'Content-Type: text/{subtype}; charset="utf-8"',
+                  "Content-Transfer-Encoding: quoted-printable", "", _quoted_printable(body)]
+    lines += [f"--{boundary}--", ""]
+    return "\r\n".join(lines).encode("ascii")
+
+
+def _encoded(value: str, name: str) -> str:
+    """RFC 2047 only when needed; ASCII subjects stay readable."""
+    if value.isascii() and len(value) + len(name) + 2 <= 78:
+        return value
+    return Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+
+
+def _folded_ids(ids: tuple[str, ...]) -> str:
+    return "\r\n ".join(ids)
+
+
+def _quoted_printable(text: str) -> str:
+    lf_only = "\n".join(text.splitlines()) + ("\n" if text.endswith(("\n", "\r")) else "")
+    return quopri.encodestring(lf_only.encode("utf-8")).decode("ascii").replace("\n", "\r\n")
