@@ -108,7 +108,7 @@ def _engine(args):
 def _demo(args) -> int:
     from bot.demo import run_demo
     if not args.verbose:
-        logging.getLogger().setLevel(logging.WARNING)  # the demo prints its own timeline
+        logging.getLogger().setLevel(logging.ERROR)  # the demo prints its own timeline
     return run_demo(args.output)
 
 

@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from sqlmodel import Session, select
@@ -20,14 +21,30 @@ from bot.database import make_engine, upgrade
 from bot.models import Message, OutboxMail, Ticket
 from helpers import customer_mail, settings_for, unmarked, wait_until, write_config
 
-MAILS = 40
-KILLS = 8
+MAILS = 300
+KILLS = 6
 
 
-def spawn(config, dovecot) -> subprocess.Popen:
-    env = dict(os.environ, SUPPORTBOT_IMAP_PASSWORD=dovecot.password)
-    return subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--config", str(config)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+class Running:
+    """`supportbot run` in a child process, its output collected as it comes."""
+
+    def __init__(self, config, dovecot) -> None:
+        env = dict(os.environ, SUPPORTBOT_IMAP_PASSWORD=dovecot.password)
+        self.process = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--config", str(config)],
+                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
+        self._reader.start()
+
+    def wait_started(self) -> None:
+        wait_until(lambda: any("supportbot started" in line for line in self.lines), timeout=30,
+                   what="the service to start")
+
+    def terminate(self) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=30)
+        self._reader.join(timeout=5)
+        return code, "".join(self.lines)
 
 
 def test_sigkill_while_draining_loses_and_doubles_nothing(tmp_path, dovecot, smtp_sink, db_url):
@@ -38,20 +55,29 @@ def test_sigkill_while_draining_loses_and_doubles_nothing(tmp_path, dovecot, smt
     for n in range(MAILS):
         dovecot.append(customer_mail(n))
     rng = random.Random(20261122)
-    for _ in range(KILLS):
-        process = spawn(config, dovecot)
-        time.sleep(rng.uniform(0.3, 2.0))
-        process.kill()
-        process.wait()
-    process = spawn(config, dovecot)
     engine = make_engine(settings.database.url)
+    progress = []
+    for _ in range(KILLS):
+        before = _count(engine, Ticket)
+        victim = Running(config, dovecot)
+        # Kill at a random moment once it is busy: mid-transaction, mid-mark, mid-send.
+        wait_until(lambda: _count(engine, Ticket) > before or victim.process.poll() is not None,
+                   timeout=60, what="the service to make progress")
+        time.sleep(rng.uniform(0, 0.3))
+        victim.process.kill()
+        victim.process.wait()
+        progress.append(_count(engine, Ticket))
+    print("tickets after each kill:", progress)
+    # The kills must land while the backlog drains, not before it starts or after it ends.
+    assert any(0 < done < MAILS for done in progress), progress
+    survivor = Running(config, dovecot)
     try:
+        survivor.wait_started()
         wait_until(lambda: not unmarked(dovecot), timeout=60, what="backlog drained")
         wait_until(lambda: _unsent(engine) == 0, timeout=60, what="outbox settled")
     finally:
-        process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=30)[0].decode()
-    assert process.returncode == 0, output
+        code, output = survivor.terminate()
+    assert code == 0, output
 
     with Session(engine) as session:
         tickets = session.exec(select(Ticket)).all()
@@ -69,6 +95,11 @@ def test_sigkill_while_draining_loses_and_doubles_nothing(tmp_path, dovecot, smt
     engine.dispose()
 
 
+def _count(engine, model) -> int:
+    with Session(engine) as session:
+        return len(session.exec(select(model.id)).all())
+
+
 def _unsent(engine) -> int:
     with Session(engine) as session:
         return len(session.exec(select(OutboxMail.id).where(OutboxMail.status == "pending")).all())
@@ -77,12 +108,12 @@ def _unsent(engine) -> int:
 def test_sigterm_stops_cleanly_while_idle(tmp_path, dovecot, smtp_sink):
     config = write_config(tmp_path, dovecot, smtp_sink, f"sqlite:///{tmp_path / 'bot.db'}")
     upgrade(settings_for(config, dovecot).database.url)
-    process = spawn(config, dovecot)
+    service = Running(config, dovecot)
+    service.wait_started()
     dovecot.append(customer_mail(1))
     smtp_sink.wait_for(1, timeout=30)
     started = time.monotonic()
-    process.send_signal(signal.SIGTERM)
-    output = process.communicate(timeout=30)[0].decode()
-    assert process.returncode == 0, output
+    code, output = service.terminate()
+    assert code == 0, output
     assert time.monotonic() - started < 10
     assert "supportbot stopped" in output
