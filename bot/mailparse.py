@@ -15,6 +15,7 @@ from __future__ import annotations
 import binascii
 import re
 from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime, timezone
 from email.feedparser import BytesFeedParser
 from email.message import Message
@@ -195,14 +196,33 @@ def _body(parts: list[Message], defects: list[str]) -> tuple[str, list[Attachmen
             if kind == "text/plain":
                 plain.append(_part_text(part, defects))
             elif kind == "text/html":
-                html.append(_html_to_text(_part_text(part, defects), defects))
+                html.append(_html_body(_part_text(part, defects), defects))
             elif not _is_container(part):
                 attachments.append(_attachment(part, defects))
-        except _STDLIB_ERRORS as error:  # the stdlib's parameter decoding raises on garbage
-            name = type(error).__name__
-            defects.append(f"{_content_type(part)} part unreadable ({name}); skipped")
+        except _STDLIB_ERRORS as error:
+            _unreadable(part, error, defects)
     text = "\n".join(plain)
-    return (text if text.strip() or not html else "\n".join(html)), attachments
+    if html and not text.strip():
+        text = "\n".join(convert() for convert in html)
+    return text, attachments
+
+
+def _html_body(html: str, defects: list[str]) -> Callable[[], str]:
+    """The text of an HTML part, converted on demand: conversion is the costly step, and
+    is wasted when a text/plain part is used.  Markup on which conversion can fail is
+    converted at once, so that its defect is recorded, in part order, either way."""
+    html = _clean_html(html)
+    if _HTML_MAY_FAIL not in html:
+        return lambda: _html_to_text(html, defects)
+    text = _html_to_text(html, defects)
+    return lambda: text
+
+
+def _unreadable(part: Message, error: Exception, defects: list[str]) -> None:
+    """The stdlib email package raises from deep inside on garbage parameters (RFC 2231
+    charsets it cannot name...); such a part is skipped, and the rest of the mail kept."""
+    name = type(error).__name__
+    defects.append(f"{_content_type(part)} part unreadable ({name}); skipped")
 
 
 def _body_kind(part: Message, defects: list[str]) -> str | None:
@@ -240,19 +260,28 @@ def _param(part: Message, name: str) -> str:
 def _unflow(text: str, delsp: bool) -> str:
     """RFC 3676 format=flowed: a line ending in a space continues on the next line of the
     same quote depth; a leading space is stuffing.  Thunderbird and Apple Mail send this."""
-    lines: list[list] = []
-    soft = False
+    out: list[str] = []
+    pieces: list[str] = []  # of the logical line being joined (a list: no quadratic +=)
+    depth = 0
     for raw in text.split("\n"):
-        depth = len(raw) - len(raw.lstrip(">"))
-        content = raw[depth + 1 :] if raw[depth : depth + 1] == " " else raw[depth:]
-        if soft and lines and lines[-1][0] == depth:
-            lines[-1][1] += content
-        else:
-            lines.append([depth, content])
+        level = len(raw) - len(raw.lstrip(">"))
+        content = raw[level + 1 :] if raw[level : level + 1] == " " else raw[level:]
+        if pieces and level != depth:  # a change of quote depth ends the paragraph
+            out.append(_requote(depth, pieces))
+            pieces = []
+        depth = level
         soft = content.endswith(" ") and content != "-- "
-        if soft and delsp:
-            lines[-1][1] = lines[-1][1][:-1]
-    return "\n".join((">" * d + " " if d else "") + c for d, c in lines)
+        pieces.append(content[:-1] if soft and delsp else content)
+        if not soft:
+            out.append(_requote(depth, pieces))
+            pieces = []
+    if pieces:
+        out.append(_requote(depth, pieces))
+    return "\n".join(out)
+
+
+def _requote(depth: int, pieces: list[str]) -> str:
+    return (">" * depth + " " if depth else "") + "".join(pieces)
 
 
 def _attachment(part: Message, defects: list[str]) -> Attachment:
@@ -306,35 +335,40 @@ class _HtmlText(HTMLParser):
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
-        self.lines: list[tuple[int, str]] = []
-        self.line, self.depth, self.hidden, self.quotes = "", 0, 0, []
+        self.lines: list[tuple[int, str]] = []  # (quote depth, text)
+        self.chunks: list[str] = []  # of the current line
+        self.depth = self.quoting = self.hidden = 0
+        self.opened: list[bool] = []  # open div/blockquote elements: is each a quote?
 
     def handle_starttag(self, tag, attrs):
         self.hidden += tag in self.HIDDEN
         if tag in ("div", "blockquote"):
-            css = dict(attrs).get("class") or ""
-            self.quotes.append(tag == "blockquote" or "gmail_quote" in css)
+            quote = tag == "blockquote" or "gmail_quote" in (dict(attrs).get("class") or "")
+            self.opened.append(quote)
+            self.quoting += quote
         if tag in self.BREAKS:
             self.end_line(force=tag == "br")
 
     def handle_endtag(self, tag):
         if tag in self.HIDDEN and self.hidden:
             self.hidden -= 1
-        if tag in ("div", "blockquote") and self.quotes:
-            self.quotes.pop()
+        if tag in ("div", "blockquote") and self.opened:
+            self.quoting -= self.opened.pop()
         if tag in self.BREAKS:
             self.end_line(force=False)
 
     def handle_data(self, data):
         if not self.hidden:
-            self.line += _HTML_SPACE.sub(" ", data)
-            self.depth = max(self.depth, sum(self.quotes))
+            self.chunks.append(_HTML_SPACE.sub(" ", data))
+            self.depth = max(self.depth, self.quoting)
 
     def end_line(self, force: bool) -> None:
         """End the current line; an empty one only for <br> (or an &nbsp; paragraph)."""
-        if force or self.line.strip(" "):
-            self.lines.append((self.depth, " ".join(self.line.split())))
-        self.line, self.depth = "", sum(self.quotes)
+        line = "".join(self.chunks)
+        if force or line.strip(" "):
+            depth = min(self.depth, MAX_DEPTH)  # hostile nesting must not cost "> " * 100000
+            self.lines.append((depth, " ".join(line.split())))
+        self.chunks, self.depth = [], self.quoting
 
     def text(self) -> str:
         self.end_line(force=False)
@@ -342,10 +376,14 @@ class _HtmlText(HTMLParser):
         return _BLANK_RUNS.sub("\n\n", "\n".join(line.rstrip() for line in lines)).strip("\n")
 
 
+def _clean_html(html: str) -> str:
+    """A linear clean-up that removes the inputs on which html.parser is quadratic in
+    CPython 3.11 (unclosed comments, '<' that never closes a tag)."""
+    return _LONE_LT.sub("&lt;", _strip_comments(html))
+
+
 def _html_to_text(html: str, defects: list[str]) -> str:
-    """html.parser, after a linear clean-up that removes the inputs on which it is
-    quadratic in CPython 3.11 (unclosed comments, '<' that never closes a tag)."""
-    html = _LONE_LT.sub("&lt;", _strip_comments(html))
+    """html.parser on cleaned-up markup (_clean_html)."""
     converter = _HtmlText()
     try:
         converter.feed(html)
@@ -380,34 +418,40 @@ def _own_words(body: str) -> str:
     not followed by ">" lines introduces an unquoted original, so it also stops."""
     lines, kept, i = body.split("\n"), [], 0
     while i < len(lines):
-        if _is_cut(lines, i):
+        if lines[i].startswith(">"):  # quoted: dropped, and never a cut marker
+            i += 1
+        elif _is_cut(lines, i):
             break
-        n = _attribution(lines, i)
-        if n and not _quoted_after(lines, i + n):
-            break
-        if not n and not lines[i].startswith(">"):
+        elif n := _attribution(lines, i):
+            if not _quoted_after(lines, i + n):
+                break
+            i += n
+        else:
             kept.append(lines[i])
-        i += n or 1
+            i += 1
     return _tidy(kept)
 
 
 def _is_cut(lines: list[str], i: int) -> bool:
+    """A line where the sender's words end: signature separator, sign-off, an "Original
+    Message" rule, or the first line of an Outlook From/Sent/Subject header block."""
     line = lines[i].strip()
-    if lines[i].rstrip() == "--" or _SIGNOFF.fullmatch(line) or _ORIGINAL.fullmatch(line):
+    if lines[i].rstrip() == "--" or _CUT_LINE.fullmatch(line):  # "--" only unindented
         return True
-    following = lines[i + 1 : i + 6]
-    return bool(
-        _HDR_FROM.match(line)
-        and any(_HDR_SENT.match(x.strip()) for x in following)
-        and any(_HDR_SUBJECT.match(x.strip()) for x in following)
-    )
+    if not _HDR_FROM.match(line):
+        return False
+    following = [x.strip() for x in lines[i + 1 : i + 6]]
+    return any(map(_HDR_SENT.match, following)) and any(map(_HDR_SUBJECT.match, following))
 
 
 def _attribution(lines: list[str], i: int) -> int:
     """1 or 2 if lines[i] starts an "On ... wrote:" / "Le ... a écrit :" line (clients
-    wrap it), else 0.  A digit is required: real attributions carry a date."""
+    wrap it), else 0.  A digit is required: real attributions carry a date.
+
+    This runs for every body line, so the cheap necessary condition comes first: the
+    pattern ends with ":", hence so must the last of the joined lines."""
     for n in (1, 2):
-        if i + n <= len(lines):
+        if i + n <= len(lines) and lines[i + n - 1].rstrip().endswith(":"):
             joined = " ".join(x.strip() for x in lines[i : i + n])
             dated = len(joined) < 400 and any(c.isdigit() for c in joined)
             if dated and _ATTRIBUTION.fullmatch(joined):
@@ -416,8 +460,10 @@ def _attribution(lines: list[str], i: int) -> int:
 
 
 def _quoted_after(lines: list[str], j: int) -> bool:
-    rest = (x for x in lines[j:] if x.strip())
-    return next(rest, ">").startswith(">")
+    """Is the next non-blank line (if any) quoted?"""
+    while j < len(lines) and not lines[j].strip():
+        j += 1
+    return j == len(lines) or lines[j].startswith(">")
 
 
 def _tidy(lines: list[str]) -> str:
@@ -436,23 +482,24 @@ def _decode_header(value: str, where: str, defects: list[str]) -> str:
     """RFC 2047 that never raises.  Adjacent encoded words in one charset are joined as
     bytes before decoding (Outlook splits multi-byte characters across words); blanks
     between two good encoded words are dropped; a broken word is kept literally."""
-    pieces, buf, charset, pos, prev_ok = [], b"", None, 0, False
+    pieces, buf, charset, pos, prev_ok = [], bytearray(), None, 0, False
     for m in _ENCODED_WORD.finditer(value):
         gap, word_cs = value[pos : m.start()], m.group(1).split("*")[0].lower()
         data = _word_bytes(m.group(2), m.group(3))
         if buf and (gap.strip() or data is None or word_cs != charset):
-            pieces.append(_decode_bytes(buf, charset, f"{where} header", defects))
-            buf = b""
+            pieces.append(_decode_bytes(bytes(buf), charset, f"{where} header", defects))
+            buf = bytearray()
         if gap.strip() or not (prev_ok and data is not None):
             pieces.append(_raw_text(gap, where, defects))
         if data is None:
             defects.append(f"broken encoded word in {where} header")
             pieces.append(_raw_text(m.group(0), where, defects))
         else:
-            buf, charset = buf + data, word_cs
+            buf += data
+            charset = word_cs
         pos, prev_ok = m.end(), data is not None
     if buf:
-        pieces.append(_decode_bytes(buf, charset, f"{where} header", defects))
+        pieces.append(_decode_bytes(bytes(buf), charset, f"{where} header", defects))
     pieces.append(_raw_text(value[pos:], where, defects))
     return "".join(pieces)
 
@@ -495,7 +542,11 @@ def _decode_bytes(data: bytes, charset: str | None, where: str, defects: list[st
 def _no_surrogates(text: str) -> str:
     """Some codecs (unicode_escape, utf-7...) can yield lone surrogates, which no
     database or encoder downstream accepts."""
-    return text.encode("utf-8", "replace").decode("utf-8") if _ANY_SURROGATE.search(text) else text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _to_bytes(value: str) -> bytes:
@@ -620,7 +671,6 @@ def _token(msg: Message, name: str) -> str | None:
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 _ENCODED_RUN = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=(?:\s+=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=)*")
 _SURROGATE = re.compile("[\udc80-\udcff]")  # raw 8-bit bytes, as surrogateescape keeps them
-_ANY_SURROGATE = re.compile("[\ud800-\udfff]")
 _MIME_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 _SPACE_CONTROL = re.compile("[\t\n\v\f\r\x85\u2028\u2029]")
 _LINE_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ufeff]")  # BOM: iOS puts one in quotes
@@ -633,19 +683,21 @@ _TOKEN = re.compile(r"[a-z0-9_.-]+")
 _HTML_SPACE = re.compile(r"[ \t\r\n\f]+")  # HTML's whitespace: not &nbsp;
 _LONE_LT = re.compile(r"<(?![^<>]*>)")
 _ANY_TAG = re.compile(r"<[^<>]*>")
+# html.parser (3.11) raises only from marked sections ("<![...["): see _html_body
+_HTML_MAY_FAIL = "<!["
 _BLANK_RUNS = re.compile(r"\n{3,}")
 _SEPARATOR = re.compile(r"[_\-=*]{3,}")
 _ATTRIBUTION = re.compile(r"(On\s.*\swrote|Le\s.*\sa\s+écrit)\s*:", re.I)
-_ORIGINAL = re.compile(
-    r"-{2,}\s*(original message|message original|message d.origine)\s*-{2,}", re.I
-)
 _HDR_FROM = re.compile(r"\*?(from|de)\s*:\*?\s*\S", re.I)
 _HDR_SENT = re.compile(r"\*?(sent|date|envoyé)\s*:", re.I)
 _HDR_SUBJECT = re.compile(r"\*?(subject|objet)\s*:", re.I)
 _DEVICE = r"(iphone|ipad|android|mobile|smartphone|samsung.*|galaxy.*|blackberry.*)"
-_SIGNOFF = re.compile(
-    rf"(sent from my|envoyé de mon|envoyé depuis mon)\s{_DEVICE}"
+_CUTS = (
+    r"-{2,}\s*(original message|message original|message d.origine)\s*-{2,}",
+    rf"((sent from my|envoyé de mon|envoyé depuis mon)\s{_DEVICE}"
     r"|(get|sent from) outlook for (ios|android)"
-    r"|(obtenir|envoyé à partir de) outlook pour (ios|android)",
-    re.I,
+    r"|(obtenir|envoyé à partir de) outlook pour (ios|android)"
+    r"|(sent from|envoyé à partir de) (mail|courrier) (for|pour) windows( \d+)?"
+    r")(\s*<[^<>]*>)?",  # Outlook mobile appends its link: "Get Outlook for iOS<https://...>"
 )
+_CUT_LINE = re.compile("|".join(_CUTS), re.I)

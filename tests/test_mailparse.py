@@ -236,11 +236,24 @@ def test_html_parser_trap():
     assert "HTML body could not be parsed; tags stripped" in mail.defects
 
 
-@pytest.mark.timeout(120)  # a hang guard: CPython 3.11's html.parser is quadratic on these
-def test_html_parser_quadratic_inputs_are_defused():
-    html = "<p>Visible</p>" + "<!--x>" * 100_000 + "<a" * 100_000 + "</" * 100_000
-    raw = b"From: a@b.example\nContent-Type: text/html\n\n" + html.encode()
-    assert parse(raw).text.startswith("Visible")
+HOSTILE_SIZES = {
+    # CPython 3.11's html.parser is quadratic on unclosed comments and unclosed tags
+    "html soup": (b"text/html", b"<p>Visible</p>" + b"<!--x>" * 100_000 + b"<a" * 100_000 + b"</" * 100_000),
+    # naive rendering would write "> " once per enclosing blockquote on every line
+    "deep blockquotes": (b"text/html", b"<p>Visible</p>" + b"<blockquote>x" * 150_000),
+    # naive flowed joining re-copies the growing paragraph for every soft break
+    "one flowed paragraph": (b"text/plain; format=flowed", b"Visible word word word word \r\n" * 60_000),
+    "many attributions": (b"text/plain", b"Visible\r\n" + b"On 1 Jan 2026 X wrote:\r\n> q\r\n" * 60_000),
+}
+
+
+@pytest.mark.timeout(120)  # a hang guard, not a speed target: the naive versions take minutes
+@pytest.mark.parametrize("name", sorted(HOSTILE_SIZES))
+def test_hostile_sizes_stay_linear(name):
+    ctype, body = HOSTILE_SIZES[name]
+    mail = parse(b"From: a@b.example\r\nContent-Type: " + ctype + b"\r\n\r\n" + body)
+    assert mail.text.startswith("Visible")
+    assert len(mail.full_text) <= MAX_BODY_CHARS + MAX_DEPTH * 2 * mail.full_text.count("\n")
 
 
 def test_malformed_addresses():
@@ -581,6 +594,8 @@ def test_auto_mailer_daemon(sender):
         ("Thanks!\n\nSent from my iPad", "Thanks!"),
         ("Merci\n\nEnvoyé de mon iPhone\n\n> Le 20 nov. 2026", "Merci"),
         ("Thanks\n\nGet Outlook for iOS\n________________________________\nFrom: S", "Thanks"),
+        ("Merci\n\nObtenir Outlook pour Android<https://aka.ms/AAb9ysg>\n____\nDe : S", "Merci"),
+        ("Merci\n\nEnvoyé à partir de Courrier pour Windows\n\nDe : S", "Merci"),
         ("New words\n\n-------- Original Message --------\nSubject: x\n\nold", "New words"),
         ("Nouveau\n\n-----Message d'origine-----\nDe : S\n\nancien", "Nouveau"),
         ("Mine\n\n*From:* Support <s@v.example>\n*Sent:* Friday\n*To:* Me\n*Subject:* x\n\nold", "Mine"),
