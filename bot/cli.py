@@ -58,33 +58,32 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("directory", type=Path)
     init.set_defaults(handler=_init)
 
-    run = sub.add_parser("run", help="run the service until SIGTERM/SIGINT")
-    _config_option(run)
-    run.set_defaults(handler=_run)
+    run = _command(sub, "run", "run the service until SIGTERM/SIGINT", _run)
+    run.add_argument("--role", choices=("all", "ingest", "deliver"), default="all",
+                     help="run both jobs (default), or only reading mail, or only sending it")
 
-    db = sub.add_parser("db", help="database schema").add_subparsers(required=True, metavar="ACTION")
-    up = db.add_parser("upgrade", help="apply the migrations in db/")
-    _config_option(up)
-    up.set_defaults(handler=_db_upgrade)
+    db = _group(sub, "db", "database schema")
+    _command(db, "upgrade", "apply the migrations in db/", _db_upgrade)
 
-    tickets = sub.add_parser("tickets", help="read tickets").add_subparsers(required=True, metavar="ACTION")
-    listing = tickets.add_parser("list", help="one line per ticket")
-    listing.add_argument("--status")
-    _config_option(listing)
-    listing.set_defaults(handler=_tickets_list)
-    show = tickets.add_parser("show", help="a ticket and its audit trail")
-    show.add_argument("reference")
-    _config_option(show)
-    show.set_defaults(handler=_tickets_show)
+    tickets = _group(sub, "tickets", "read tickets")
+    _command(tickets, "list", "one line per ticket", _tickets_list).add_argument("--status")
+    _command(tickets, "show", "a ticket and its audit trail", _tickets_show).add_argument("reference")
 
-    outbox = sub.add_parser("outbox", help="outgoing mail").add_subparsers(required=True, metavar="ACTION")
-    olist = outbox.add_parser("list", help="every queued mail and its delivery state")
-    _config_option(olist)
-    olist.set_defaults(handler=_outbox_list)
-    oretry = outbox.add_parser("retry", help="send an uncertain or failed mail again")
-    oretry.add_argument("id", type=int)
-    _config_option(oretry)
-    oretry.set_defaults(handler=_outbox_retry)
+    outbox = _group(sub, "outbox", "outgoing mail")
+    _command(outbox, "list", "every queued mail and its delivery state", _outbox_list)
+    _command(outbox, "retry", "send an uncertain or failed mail again", _outbox_retry).add_argument("id", type=int)
+    return parser
+
+
+def _group(sub, name: str, help_text: str):
+    return sub.add_parser(name, help=help_text).add_subparsers(required=True, metavar="ACTION")
+
+
+def _command(sub, name: str, help_text: str, handler) -> argparse.ArgumentParser:
+    """A subcommand that reads the deployment file."""
+    parser = sub.add_parser(name, help=help_text)
+    _config_option(parser)
+    parser.set_defaults(handler=handler)
     return parser
 
 
@@ -129,7 +128,7 @@ def _init(args) -> int:
 
 def _run(args) -> int:
     from bot.service import Service
-    Service(_settings(args, secrets=True)).run_forever()
+    Service(_settings(args, secrets=True), role=args.role).run_forever()
     return 0
 
 

@@ -14,6 +14,11 @@ from bot.mailbox import Mailbox
 from bot.store import Outcome, Store
 
 
+# Mails per transaction: enough to amortise the commit, few enough that the outbox (which
+# records each delivery at once) never waits long for SQLite's single write lock.
+COMMIT_EVERY = 20
+
+
 @dataclass
 class IngestReport:
     read: int = 0
@@ -41,10 +46,14 @@ class Ingestor:
         pending = mailbox.pending_uids()
         for start in range(0, len(pending), self.batch_size):
             for chunk in mailbox.fetch_chunks(pending[start:start + self.batch_size]):
-                if stop.is_set():
-                    return report
-                for outcome in self.store.record_batch(self.folder, uidvalidity, chunk, self.policy):
-                    report.add(outcome)
-                mailbox.mark_processed([mail.uid for mail in chunk])
-                self.store.note_last_uid(self.folder, max(mail.uid for mail in chunk))
+                for first in range(0, len(chunk), COMMIT_EVERY):
+                    if stop.is_set():
+                        return report
+                    self._commit_and_mark(mailbox, uidvalidity, chunk[first:first + COMMIT_EVERY], report)
         return report
+
+    def _commit_and_mark(self, mailbox: Mailbox, uidvalidity: int, mails, report: IngestReport) -> None:
+        for outcome in self.store.record_batch(self.folder, uidvalidity, mails, self.policy):
+            report.add(outcome)
+        mailbox.mark_processed([mail.uid for mail in mails])
+        self.store.note_last_uid(self.folder, max(mail.uid for mail in mails))

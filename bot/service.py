@@ -49,8 +49,17 @@ def make_transport(settings: Settings) -> Transport:
                          s.tls_verify, s.ca_file)
 
 
+ROLES = ("all", "ingest", "deliver")
+
+
 class Service:
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    """`role` picks the jobs: both (the default), or one of them, so that ingest and delivery
+    can run as two processes (each on its own core) against one database."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None, role: str = "all") -> None:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        self.role = role
         self.settings = settings
         self.clock = clock or SystemClock()
         self.engine = make_engine(settings.database.url)
@@ -78,13 +87,17 @@ class Service:
         """Check the schema and the mailbox now, so a misconfiguration fails at start-up."""
         config = self.settings.path or "supportbot.toml"
         require_current_schema(self.engine, f"supportbot db upgrade --config {config}")
-        self.mailbox.connect()
-        self.scheduler.add_job(self.deliver_once, "interval", id="deliver",
-                               seconds=self.settings.outbox.poll_seconds, max_instances=2,
-                               coalesce=True, next_run_time=datetime.now(timezone.utc))
-        self.scheduler.start()
-        self._ingest_thread.start()
-        log.info("supportbot started: %s as %s", self.settings.imap.host, self.settings.imap.username)
+        if self.role in ("all", "ingest"):
+            self.mailbox.connect()
+        if self.role in ("all", "deliver"):
+            self.scheduler.add_job(self.deliver_once, "interval", id="deliver",
+                                   seconds=self.settings.outbox.poll_seconds, max_instances=2,
+                                   coalesce=True, next_run_time=datetime.now(timezone.utc))
+            self.scheduler.start()
+        if self.role in ("all", "ingest"):
+            self._ingest_thread.start()
+        log.info("supportbot started (%s): %s as %s", self.role, self.settings.imap.host,
+                 self.settings.imap.username)
 
     def stop(self) -> None:
         self.stop_event.set()

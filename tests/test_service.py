@@ -156,3 +156,25 @@ def test_outdated_schema_refuses_to_start(tmp_path, dovecot, smtp_sink):
     settings = settings_for(write_config(tmp_path, dovecot, smtp_sink, f"sqlite:///{tmp_path / 'new.db'}"), dovecot)
     with pytest.raises(Exception, match="supportbot db upgrade"):
         Service(settings).start()
+
+
+def test_ingest_and_delivery_can_run_as_two_instances(tmp_path, dovecot, smtp_sink, db_url):
+    settings = settings_for(write_config(tmp_path, dovecot, smtp_sink, db_url), dovecot)
+    upgrade(settings.database.url)
+    for n in range(1, 6):
+        dovecot.append(customer_mail(n))
+    reader = Service(settings, role="ingest")
+    reader.start()
+    try:
+        wait_until(lambda: not unmarked(dovecot), what="all mails read")
+        wait_until(lambda: count(reader.engine, OutboxMail) == 5, what="acks queued")
+        assert smtp_sink.messages == []  # the reading instance never sends
+        sender = Service(settings, role="deliver")
+        sender.start()
+        try:
+            smtp_sink.wait_for(5)
+        finally:
+            sender.stop()
+    finally:
+        reader.stop()
+    assert len({m.message["Message-ID"] for m in smtp_sink.messages}) == 5

@@ -304,7 +304,7 @@ def child_main(spec_path: str) -> int:
     from bot.service import Service
 
     settings = load_settings(Path(spec["config"]), env={"SUPPORTBOT_IMAP_PASSWORD": spec["password"]})
-    service = Service(settings)
+    service = Service(settings, role=spec.get("role", "all"))
     emit(event="ready", rss_kb=_vm("VmRSS"))
     if sys.stdin.readline().strip() != "start":
         return 1
@@ -324,10 +324,11 @@ def child_main(spec_path: str) -> int:
 class Child:
     """The service process, driven over stdin/stdout JSON lines."""
 
-    def __init__(self, spec: dict, workdir: Path, profile: str | None, profile_idle: bool = False) -> None:
-        spec_path = workdir / "child.json"
+    def __init__(self, spec: dict, workdir: Path, profile: str | None, profile_idle: bool = False,
+                 name: str = "child") -> None:
+        spec_path = workdir / f"{name}.json"
         spec_path.write_text(json.dumps(spec))
-        self.log_path = workdir / "child.log"
+        self.log_path = workdir / f"{name}.log"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(spec_path)]
         if profile:
             py_spy = shutil.which("py-spy")
@@ -479,19 +480,26 @@ def run(args: argparse.Namespace) -> int:
                               imap={"batch_size": args.batch, "poll_seconds": 5},
                               smtp={"timeout": 30},
                               outbox={"batch_size": args.batch, "poll_seconds": 0.05})
-        child = Child({"config": str(config), "password": dovecot.password}, workdir, args.profile, args.profile_idle)
-        stack.callback(child.close)
-        ready = child.read("ready", 60)
-        child.send("start")
-        t0 = child.read("started", 60)["t0"]
-        say("service started")
+        roles = ("ingest", "deliver") if args.split else ("all",)
+        children = [Child({"config": str(config), "password": dovecot.password, "role": role}, workdir,
+                          args.profile if role != "deliver" else None, args.profile_idle, name=f"child-{role}")
+                    for role in roles]
+        for child in children:
+            stack.callback(child.close)
+        readies = [child.read("ready", 60) for child in children]
+        ready = {"rss_kb": max(r["rss_kb"] for r in readies)}
+        for child in children:
+            child.send("start")
+        t0 = min(child.read("started", 60)["t0"] for child in children)
+        say("service started" + (" as two processes (ingest, deliver)" if args.split else ""))
+        any_died = lambda: any(c.proc.poll() is not None for c in children)  # noqa: E731
 
         # -- wait for N acks, then for an empty inbox (marking follows each batch's commit)
         deadline = time.monotonic() + timeout
         last_report, timed_out = time.monotonic(), False
         while True:
             got = len(sink.messages)
-            if got >= n or child.proc.poll() is not None:
+            if got >= n or any_died():
                 break
             if time.monotonic() > deadline:
                 timed_out = True
@@ -503,20 +511,28 @@ def run(args: argparse.Namespace) -> int:
                 sink.wait_for(n, timeout=1.0)
         left = count_unmarked(dovecot)
         drained_at = None  # None: already drained when the last ack arrived
-        while left and not timed_out and child.proc.poll() is None and time.monotonic() < deadline:
+        while left and not timed_out and not any_died() and time.monotonic() < deadline:
             time.sleep(0.05)
             left = count_unmarked(dovecot)
             drained_at = time.time()
         acks = sink.messages
-        stopped = {"maxrss_kb": 0, "cpu_user": float("nan"), "cpu_sys": float("nan"),
-                   "stop_seconds": float("nan")}
-        if child.proc.poll() is None:
-            child.send("stop")
-            with contextlib.suppress(RuntimeError):
-                stopped = child.read("stopped", 120)
-        child.close()
-        if child.proc.returncode or not stopped["maxrss_kb"]:
-            say(f"service child exited with {child.proc.returncode}; log tail:\n{child.tail()}")
+        results = []
+        for child in children:
+            stopped = {"maxrss_kb": 0, "cpu_user": float("nan"), "cpu_sys": float("nan"),
+                       "stop_seconds": float("nan")}
+            if child.proc.poll() is None:
+                child.send("stop")
+                with contextlib.suppress(RuntimeError):
+                    stopped = child.read("stopped", 120)
+            child.close()
+            if child.proc.returncode or not stopped["maxrss_kb"]:
+                say(f"service child exited with {child.proc.returncode}; log tail:\n{child.tail()}")
+            results.append(stopped)
+        stopped = {"maxrss_kb": max(r["maxrss_kb"] for r in results),
+                   "cpu_user": sum(r["cpu_user"] for r in results),
+                   "cpu_sys": sum(r["cpu_sys"] for r in results),
+                   "stop_seconds": max(r["stop_seconds"] for r in results)}
+        child = children[0]
 
         # -- figures for the service phase
         parser = BytesHeaderParser()
@@ -592,6 +608,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(.svg flamegraph, .json speedscope, else raw collapsed stacks)")
     parser.add_argument("--profile-idle", action="store_true",
                         help="with --profile: also sample waiting threads (wall time, not CPU)")
+    parser.add_argument("--split", action="store_true",
+                        help="run ingest and delivery as two processes (supportbot run --role)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (config, db, child log)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
