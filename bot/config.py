@@ -32,15 +32,25 @@ def example_path() -> Path:
     return Path(__file__).resolve().parent / "example.toml"
 
 
-class ConfigError(Exception):
-    """A problem in the deployment file: where it is and what is wrong."""
+class LocatedError(Exception):
+    """A problem in an operator's file: which file, line and key, and what is wrong."""
 
     def __init__(self, file: str, line: int | None, key: str, message: str) -> None:
         self.file, self.line, self.key, self.message = file, line, key, message
         super().__init__(str(self))
 
+    def _where(self) -> str:
+        return self.file if self.line is None else f"{self.file}:{self.line}"
+
     def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{self._where()}: {self.key + ': ' if self.key else ''}{self.message}"
+
+
+class ConfigError(LocatedError):
+    """A problem in the deployment file; keys read as TOML tables: `[imap] port`."""
+
+    def __str__(self) -> str:
+        where = self._where()
         if not self.key:
             return f"{where}: {self.message}"
         section, _, key = self.key.partition(".")

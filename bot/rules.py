@@ -24,22 +24,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.functional_validators import PlainValidator
 
-from bot.config import fail, plain_errors
+from bot.config import LocatedError, fail, plain_errors
 from bot.resources import shipped_dir
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
 
 
-class RulesError(Exception):
+class RulesError(LocatedError):
     """A problem in a rules file: where it is and what is wrong."""
-
-    def __init__(self, file: str, line: int | None, key: str, message: str) -> None:
-        self.file, self.line, self.key, self.message = file, line, key, message
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
-        return f"{where}: {self.key + ': ' if self.key else ''}{self.message}"
 
 
 class _Model(BaseModel):

@@ -14,13 +14,9 @@ from servers import (
 )
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """One private PostgreSQL cluster for the whole session (initdb ~1 s).
-
-    Missing binaries FAIL the test (never skip): CI must `apt-get install postgresql`.
-    """
-    server = PostgresServer()
+def _running(server):
+    """Start a server for a fixture and stop it afterwards. Missing binaries FAIL the test
+    (never skip): CI must install them (`.ci/run` does)."""
     try:
         server.start()
     except ServerNotInstalled as e:
@@ -29,20 +25,18 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One private PostgreSQL cluster for the whole session (initdb ~1 s)."""
+    yield from _running(PostgresServer())
 
 
 @pytest.fixture
 def dovecot() -> Iterator[DovecotServer]:
     """A fresh Dovecot per test (starts in <0.1 s): user ``support``, empty Maildir."""
-    server = DovecotServer()
-    try:
-        server.start()
-    except ServerNotInstalled as e:
-        pytest.fail(str(e), pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _running(DovecotServer())
 
 
 @pytest.fixture
