@@ -13,16 +13,16 @@ from pathlib import Path
 from imapclient.exceptions import IMAPClientError
 
 from bot.clock import SystemClock
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import LocatedError, Settings, load_settings
 from bot.database import SchemaOutdated, make_engine, require_current_schema, upgrade
 from bot.mailbox import MailboxError
 from bot.outbox import retry_mail
 from bot.reports import outbox_lines, ticket_lines, ticket_report
 from bot.resources import shipped_dir
-from bot.rules import RulesError
 
 DEFAULT_CONFIG = os.environ.get("SUPPORTBOT_CONFIG", "supportbot.toml")
-EXPECTED_ERRORS = (ConfigError, RulesError, SchemaOutdated, MailboxError, IMAPClientError, OSError)
+# Expected failures print one line; anything else is a bug and keeps its traceback.
+EXPECTED_ERRORS = (LocatedError, SchemaOutdated, MailboxError, IMAPClientError, OSError)
 
 
 class UsageError(Exception):

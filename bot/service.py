@@ -68,7 +68,9 @@ class Service:
         self._deliver_again = threading.Event()
         self.rules = load_rules(settings.bot.rules_path)
         b, o = settings.bot, settings.outbox
-        self.store = Store(self.engine, self.clock, Templates(b.templates_path),
+        templates = Templates(b.templates_path)
+        templates.check()
+        self.store = Store(self.engine, self.clock, templates,
                            Sender(b.support_address, b.from_name, b.message_id_domain),
                            b.reference_prefix)
         self.outbox = Outbox(self.engine, self.clock, make_transport(settings), b.instance_name,

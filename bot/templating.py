@@ -11,9 +11,19 @@ from pathlib import Path
 
 import jinja2
 
+from bot.config import LocatedError
 from bot.resources import shipped_dir
 
 FALLBACK_LANGUAGE = "en"
+LANGUAGES = ("en", "fr")
+PARTS = ("subject.txt", "body.txt", "body.html")
+# What every mail template may use; check() renders each one with it at start-up.
+SAMPLE_CONTEXT = {"ticket": {"id": 1, "reference": "SUP-000001"}, "original_subject": "Sample subject",
+                  "recipient_name": "Sample Customer", "from_name": "Support"}
+
+
+class TemplateError(LocatedError):
+    """A mail template that does not compile or render: file, line and what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -35,8 +45,7 @@ class Templates:
         )
 
     def render(self, name: str, language: str, context: dict) -> RenderedMail:
-        parts = [self._template(name, language, part).render(context)
-                 for part in ("subject.txt", "body.txt", "body.html")]
+        parts = [self._template(name, language, part).render(context) for part in PARTS]
         subject = " ".join(parts[0].split())
         return RenderedMail(subject, parts[1].strip() + "\n", parts[2])
 
@@ -46,5 +55,24 @@ class Templates:
         except jinja2.TemplateNotFound:
             return self._env.get_template(f"{FALLBACK_LANGUAGE}/{name}/{part}")
 
-    def names(self) -> list[str]:
-        return sorted(self._env.list_templates())
+    def mail_names(self) -> list[str]:
+        return sorted({path.split("/")[1] for path in self._env.list_templates() if path.count("/") == 2})
+
+    def check(self) -> None:
+        """Compile and render every mail in every language now, so that an edited template
+        that is broken stops start-up with its file and line instead of failing on mail."""
+        for name in self.mail_names():
+            for language in LANGUAGES:
+                for part in PARTS:
+                    self._check_one(name, language, part)
+
+    def _check_one(self, name: str, language: str, part: str) -> None:
+        try:
+            self._template(name, language, part).render(SAMPLE_CONTEXT)
+        except jinja2.TemplateSyntaxError as error:
+            raise TemplateError(error.filename or f"{language}/{name}/{part}", error.lineno, "",
+                                error.message or "syntax error") from error
+        except jinja2.TemplateError as error:
+            template = self._template(name, language, part)
+            raise TemplateError(template.filename or f"{language}/{name}/{part}", None, "",
+                                f"{error} (a template can use: {', '.join(SAMPLE_CONTEXT)})") from error

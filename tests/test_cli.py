@@ -128,3 +128,15 @@ def test_wheel_carries_rules_templates_and_migrations(wheel, tmp_path):
                            capture_output=True, text=True, cwd=tmp_path,
                            env=dict(os.environ, PYTHONPATH=str(tmp_path / "site")))
     assert probe.stdout.strip() == str(tmp_path / "site" / "bot" / "_data" / "db")
+
+
+def test_broken_template_stops_start_up_with_file_and_line(tmp_path, dovecot, smtp_sink):
+    supportbot("init", str(tmp_path / "site"))
+    templates = tmp_path / "site" / "templates"
+    (templates / "en" / "ack" / "subject.txt").write_text("[{{ ticket.reference }] {{ original_subject }}")
+    config = write_config(tmp_path, dovecot, smtp_sink, f"sqlite:///{tmp_path / 'db.sqlite'}",
+                          bot={"templates_dir": str(templates)})
+    assert supportbot("db", "upgrade", "--config", str(config)).returncode == 0
+    result = supportbot("run", "--config", str(config), env={"SUPPORTBOT_IMAP_PASSWORD": dovecot.password})
+    assert result.returncode == 2
+    assert "en/ack/subject.txt:1:" in result.stderr and "Traceback" not in result.stderr

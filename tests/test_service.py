@@ -178,3 +178,21 @@ def test_ingest_and_delivery_can_run_as_two_instances(tmp_path, dovecot, smtp_si
     finally:
         reader.stop()
     assert len({m.message["Message-ID"] for m in smtp_sink.messages}) == 5
+
+
+def test_ack_waits_while_smtp_is_down_and_goes_out_when_it_returns(tmp_path, dovecot, smtp_sink, db_url):
+    smtp_sink.stop()
+    service = start_service(tmp_path, dovecot, smtp_sink, db_url)
+    try:
+        dovecot.append(customer_mail(1))
+        wait_until(lambda: count(service.engine, OutboxMail, OutboxMail.attempts >= 2), what="retries")
+        with Session(service.engine) as session:
+            [row] = session.exec(select(OutboxMail)).all()
+        assert row.status == "pending" and "cannot connect" in row.last_error
+        assert not unmarked(dovecot)  # the mail itself is safely recorded and marked
+        smtp_sink.start()
+        [ack] = smtp_sink.wait_for(1, timeout=20)
+    finally:
+        service.stop()
+    assert ack.message["Message-ID"] == row.message_id
+    assert count(service.engine, OutboxMail, OutboxMail.status == "sent") == 1

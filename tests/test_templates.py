@@ -10,7 +10,7 @@ import pytest
 
 from bot.compose import compose, one_line, stable_message_id
 from bot.resources import shipped_dir
-from bot.templating import Templates
+from bot.templating import TemplateError, Templates
 
 LANGUAGES = ("en", "fr")
 CONTEXT = {"ticket": {"reference": "SUP-000042"}, "original_subject": "Scheduler <b>down</b>",
@@ -87,3 +87,25 @@ def test_message_ids_are_stable_and_distinct():
 def test_one_line_removes_line_breaks_and_controls(value):
     cleaned = one_line(value)
     assert cleaned.isprintable() and "\n" not in cleaned and "\r" not in cleaned
+
+
+def test_shipped_templates_pass_the_start_up_check():
+    Templates().check()
+    assert Templates().mail_names() == template_names()
+
+
+@pytest.mark.parametrize("body, line, words", [
+    ("Hello {{ ticket.reference }\n", 1, "unexpected"),
+    ("line one\n{% if %}\n", 2, "Expected an expression"),
+    ("Hi {{ customer.name }}\n", None, "customer"),
+])
+def test_broken_operator_template_is_reported_with_file_and_line(tmp_path, body, line, words):
+    folder = tmp_path / "fr" / "ack"
+    folder.mkdir(parents=True)
+    (folder / "subject.txt").write_text("[{{ ticket.reference }}]")
+    (folder / "body.txt").write_text(body)
+    (folder / "body.html").write_text("<p>ok</p>")
+    with pytest.raises(TemplateError) as caught:
+        Templates(tmp_path).check()
+    assert caught.value.file.endswith("fr/ack/body.txt") and caught.value.line == line
+    assert words in str(caught.value)
