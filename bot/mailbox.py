@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -53,11 +54,16 @@ class Mailbox:
         s = self.settings
         secure = s.security != "plain"
         context = tls_context(s.tls_verify, s.ca_file) if secure else None
-        client = IMAPClient(s.host, port=s.port, ssl=s.security == "tls", ssl_context=context,
-                            timeout=s.timeout)
+        try:
+            client = IMAPClient(s.host, port=s.port, ssl=s.security == "tls", ssl_context=context,
+                                timeout=s.timeout)
+            if s.security == "starttls":
+                client.starttls(context)
+        except ssl.SSLCertVerificationError as error:
+            raise MailboxError(f"IMAP {s.host}:{s.port}: certificate verify failed: "
+                               f"{error.verify_message or error}; set [imap] ca_file to the server's "
+                               "CA (or, knowingly, tls_verify = false)") from error
         client.normalise_times = False
-        if s.security == "starttls":
-            client.starttls(context)
         client.login(s.username, s.password)
         self.client = client
         self._check_marking()

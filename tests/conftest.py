@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from helpers import running
 from servers import (
     DovecotServer,
     PostgresServer,
@@ -14,29 +15,16 @@ from servers import (
 )
 
 
-def _running(server):
-    """Start a server for a fixture and stop it afterwards. Missing binaries FAIL the test
-    (never skip): CI must install them (`.ci/run` does)."""
-    try:
-        server.start()
-    except ServerNotInstalled as e:
-        pytest.fail(str(e), pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """One private PostgreSQL cluster for the whole session (initdb ~1 s)."""
-    yield from _running(PostgresServer())
+    yield from running(PostgresServer())
 
 
 @pytest.fixture
 def dovecot() -> Iterator[DovecotServer]:
     """A fresh Dovecot per test (starts in <0.1 s): user ``support``, empty Maildir."""
-    yield from _running(DovecotServer())
+    yield from running(DovecotServer())
 
 
 @pytest.fixture

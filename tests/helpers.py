@@ -42,6 +42,22 @@ def settings_for(path: Path, dovecot):
     return load_settings(path, env={"SUPPORTBOT_IMAP_PASSWORD": dovecot.password})
 
 
+def running(server):
+    """Start a test server and stop it afterwards (a generator for fixtures). Missing
+    binaries FAIL the test, never skip it: CI must install them (`.ci/run` does)."""
+    import pytest
+    from servers import ServerNotInstalled
+
+    try:
+        server.start()
+    except ServerNotInstalled as e:
+        pytest.fail(str(e), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 def wait_until(condition, timeout: float = 20.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while True:

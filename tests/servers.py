@@ -11,7 +11,12 @@ This module has no pytest dependency so that tests/benchmarks/ can reuse it
 (put tests/ on sys.path, e.g. ``PYTHONPATH=tests``).
 
 Needed Debian packages: ``dovecot-imapd`` and ``postgresql`` (any version; the newest
-under /usr/lib/postgresql is used). Python: imapclient, aiosmtpd, psycopg (3).
+under /usr/lib/postgresql is used), and ``openssl`` for ``make_tls_cert()`` (a dependency of
+dovecot-core). Python: imapclient, aiosmtpd, psycopg (3).
+
+TLS: ``make_tls_cert()`` makes a throw-away CA and a server certificate with the openssl CLI;
+``DovecotServer(tls=cert)`` then offers STARTTLS on ``port`` and implicit TLS on ``tls_port``,
+``SmtpSink(tls=cert)`` requires STARTTLS (``tls_mode="tls"``: implicit TLS instead).
 
 Running as root (our CI): Dovecot refuses mail access as uid 0, so mail is owned by the
 unprivileged ``nobody`` user; PostgreSQL refuses to run as root, so initdb/pg_ctl run as the
@@ -53,6 +58,8 @@ __all__ = [
     "PostgresServer",
     "SmtpSink",
     "SinkMessage",
+    "TlsCert",
+    "make_tls_cert",
     "ServerError",
     "ServerNotInstalled",
     "free_port",
@@ -191,6 +198,83 @@ class _Managed:
             pass
 
 
+# --------------------------------------------------------------------------- TLS certificates
+
+
+@dataclass(frozen=True)
+class TlsCert:
+    """A server certificate (PEM) and its key, signed by the throw-away CA in ``ca_file``."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    names: tuple[str, ...]
+
+
+def _openssl(args: Sequence[str], cwd: Path) -> None:
+    exe = shutil.which("openssl")
+    if not exe:
+        raise ServerNotInstalled("the openssl command is missing: run `apt-get install openssl`")
+    proc = subprocess.run([exe, *args], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise ServerError(f"openssl {' '.join(args)} failed (exit {proc.returncode}):\n{proc.stdout}")
+
+
+def make_tls_cert(folder: Path, names: Sequence[str] = (LOCALHOST, "localhost"), *,
+                  ca: TlsCert | None = None, prefix: str = "server", days: int = 7) -> TlsCert:
+    """A server certificate for ``names`` (IP addresses and DNS names, all in subjectAltName).
+
+    It is signed by ``ca.ca_file`` (reuse the CA of an earlier call) or by a new CA written to
+    ``folder/ca.pem``. The files are made readable by everyone (a throw-away key), so a
+    server that drops privileges (Dovecot as root) can read them; ``folder`` must be
+    traversable by it (e.g. a dir under /tmp with mode 0755).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    if ca is None:
+        (folder / "ca.cnf").write_text(
+            "[req]\ndistinguished_name = dn\nx509_extensions = v3_ca\nprompt = no\n"
+            "[dn]\nCN = supportbot test CA\n"
+            "[v3_ca]\nbasicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign\n"
+            "subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid:always\n")
+        _openssl(["req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", str(days),
+                  "-config", "ca.cnf"], folder)
+        ca_file, ca_key = folder / "ca.pem", folder / "ca.key"
+    else:
+        ca_file, ca_key = ca.ca_file, ca.ca_file.with_suffix(".key")
+    san = ", ".join(("IP:" if _is_ip(n) else "DNS:") + n for n in names)
+    (folder / f"{prefix}.ext").write_text(
+        f"subjectAltName = {san}\nbasicConstraints = critical, CA:FALSE\n"
+        "keyUsage = critical, digitalSignature, keyEncipherment\nextendedKeyUsage = serverAuth\n"
+        "subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n")
+    _openssl(["req", *ec, "-keyout", f"{prefix}.key", "-out", f"{prefix}.csr",
+              "-subj", f"/CN={names[0]}"], folder)
+    _openssl(["x509", "-req", "-in", f"{prefix}.csr", "-CA", str(ca_file), "-CAkey", str(ca_key),
+              "-set_serial", str(secrets.randbits(63)), "-days", str(days),
+              "-extfile", f"{prefix}.ext", "-out", f"{prefix}.pem"], folder)
+    for path in folder.iterdir():
+        os.chmod(path, 0o644)
+    return TlsCert(ca_file, folder / f"{prefix}.pem", folder / f"{prefix}.key", tuple(names))
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in name else socket.AF_INET, name)
+        return True
+    except OSError:
+        return False
+
+
+def _server_ssl_context(cert: TlsCert):
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert.cert_file, cert.key_file)
+    return context
+
+
 # --------------------------------------------------------------------------- Dovecot
 
 
@@ -209,6 +293,10 @@ class DovecotServer(_Managed):
 
     Attributes: host, port, username, password, maildir (the user's Maildir root),
     log_path, dir (temp dir holding everything), conf_path.
+
+    With ``tls=make_tls_cert(...)``: ``ssl = yes``, STARTTLS is offered on ``port`` (plain
+    login there still works, so ``client()``/``append()`` are unchanged) and ``tls_port`` is
+    an imaps listener (implicit TLS). Without it ``tls_port`` is None.
     """
 
     dovecot_bin: str
@@ -220,9 +308,12 @@ class DovecotServer(_Managed):
         *,
         separator: str = "/",
         start_timeout: float = 10.0,
+        tls: TlsCert | None = None,
     ) -> None:
         self.host = LOCALHOST
         self.port: int | None = None
+        self.tls = tls
+        self.tls_port: int | None = None
         self.username = username
         self.password = password or secrets.token_urlsafe(12)
         self.separator = separator
@@ -312,11 +403,19 @@ class DovecotServer(_Managed):
             os.chmod(tmp, 0o644)
             os.replace(tmp, path)
 
-    def _config(self, port: int, ident: dict) -> str:
+    def _config(self, port: int, ident: dict, tls_port: int | None = None) -> str:
         d = self._dir
         root = _is_root()
         # Non-root dovecot cannot chroot or switch users.
         no_chroot = "" if root else "  chroot =\n"
+        if self.tls is None:
+            ssl_settings = "ssl = no"
+            imaps_listener = "  inet_listener imaps {\n    port = 0\n  }"
+        else:
+            # copies in our dir: the config process reads them (as root: before dropping privileges)
+            ssl_settings = f"ssl = yes\nssl_cert = <{d}/tls/cert.pem\nssl_key = <{d}/tls/key.pem"
+            imaps_listener = (f"  inet_listener imaps {{\n    address = {LOCALHOST}\n"
+                              f"    port = {tls_port}\n    ssl = yes\n  }}")
         return f"""\
 # Generated by tests/servers.py (supportbot test suite). Dovecot 2.3 syntax.
 instance_name = supportbot-test-{port}
@@ -327,7 +426,7 @@ info_log_path = {d}/dovecot.log
 debug_log_path = {d}/dovecot.log
 protocols = imap
 listen = {LOCALHOST}
-ssl = no
+{ssl_settings}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_verbose = yes
@@ -362,9 +461,7 @@ service imap-login {{
     address = {LOCALHOST}
     port = {port}
   }}
-  inet_listener imaps {{
-    port = 0
-  }}
+{imaps_listener}
 {no_chroot}}}
 service anvil {{
   # no brute-force penalty: tests log in and fail often from 127.0.0.1
@@ -387,14 +484,23 @@ service anvil {{
             (self.dir / sub).mkdir()
         os.chown(self.mail_root, ident["mail_uid"], ident["mail_gid"])
         self._write_users()
+        if self.tls is not None:
+            (self.dir / "tls").mkdir(mode=0o755)
+            shutil.copyfile(self.tls.cert_file, self.dir / "tls" / "cert.pem")
+            shutil.copyfile(self.tls.key_file, self.dir / "tls" / "key.pem")
 
         errors = []
         for _attempt in range(5):
             port = free_port()
-            self.conf_path.write_text(self._config(port, ident))
+            tls_port = None
+            if self.tls is not None:
+                while tls_port in (None, port):
+                    tls_port = free_port()
+            self.conf_path.write_text(self._config(port, ident, tls_port))
             try:
-                self._spawn(port)
+                self._spawn(port, tls_port)
                 self.port = port
+                self.tls_port = tls_port
                 self._running = True
                 self._register_atexit()
                 return self
@@ -408,7 +514,7 @@ service anvil {{
             + "\n\n".join(errors)
         )
 
-    def _spawn(self, port: int) -> None:
+    def _spawn(self, port: int, tls_port: int | None = None) -> None:
         stderr_path = self._dir / "dovecot.stderr"
         with open(stderr_path, "ab") as err:
             self._proc = subprocess.Popen(
@@ -427,6 +533,9 @@ service anvil {{
                 alive=lambda: self._proc.poll() is None,
                 greeting=b"Dovecot",
             )
+            if tls_port is not None:  # opened with the other listener; TCP is enough here
+                wait_for_port(LOCALHOST, tls_port, timeout=self.start_timeout,
+                              alive=lambda: self._proc.poll() is None)
         except ServerError as e:
             self._kill_proc()
             raise ServerError(
@@ -484,7 +593,7 @@ service anvil {{
         assert self.port is not None, "never started"
         self._kill_proc()
         self._running = False
-        self._spawn(self.port)
+        self._spawn(self.port, self.tls_port)
         self._running = True
 
     # -- users and mail
@@ -804,13 +913,22 @@ class SmtpSink(_Managed):
     ``SMTPDataError``, an ``SMTPResponseException``; ``stage="rcpt"`` gives
     ``SMTPRecipientsRefused``, ``stage="mail"`` gives ``SMTPSenderRefused``);
     ``accept()`` restores. ``stop()``/``start()`` keep the same port.
+
+    With ``tls=make_tls_cert(...)`` the sink offers STARTTLS and refuses mail before it
+    (``tls_mode="starttls"``, the default) or speaks implicit TLS (``tls_mode="tls"``).
     """
 
     STAGES = ("mail", "rcpt", "data")
+    TLS_MODES = ("starttls", "tls")
 
-    def __init__(self, host: str = LOCALHOST, port: int = 0) -> None:
+    def __init__(self, host: str = LOCALHOST, port: int = 0, *, tls: TlsCert | None = None,
+                 tls_mode: str = "starttls") -> None:
+        if tls_mode not in self.TLS_MODES:
+            raise ValueError(f"tls_mode must be one of {self.TLS_MODES}")
         self.host = host
         self.port = port
+        self.tls = tls
+        self.tls_mode = tls_mode
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._messages: list[SinkMessage] = []
@@ -897,7 +1015,14 @@ class SmtpSink(_Managed):
             def _create_server(ctl):
                 return ctl.loop.create_server(ctl._factory_invoker, sock=sock, ssl=ctl.ssl_context)
 
-        ctl = _Controller(_SinkHandler(self), hostname=self.host, port=self.port)
+        tls_options: dict = {}
+        if self.tls is not None:
+            context = _server_ssl_context(self.tls)
+            if self.tls_mode == "tls":
+                tls_options = dict(ssl_context=context)
+            else:
+                tls_options = dict(tls_context=context, require_starttls=True)
+        ctl = _Controller(_SinkHandler(self), hostname=self.host, port=self.port, **tls_options)
         try:
             ctl.start()
         except Exception:
