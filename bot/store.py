@@ -82,10 +82,6 @@ class Store:
 
     # -- reading mail -------------------------------------------------------------------
 
-    def is_recorded(self, folder: str, uidvalidity: int, uid: int) -> bool:
-        with Session(self.engine) as session:
-            return bool(self._recorded_uids(session, folder, uidvalidity, [uid]))
-
     def record_batch(self, folder: str, uidvalidity: int, mails: list[FetchedMail],
                      policy: d.Policy) -> list[Outcome]:
         """Decide and apply a batch of mails in one transaction, a savepoint per mail.

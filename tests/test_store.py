@@ -79,11 +79,12 @@ def test_mail_without_message_id_is_recognised_by_its_bytes(store):
     assert len(rows(store, Ticket)) == 1
 
 
-def test_is_recorded_knows_folder_uidvalidity_and_uid(store):
+def test_a_mail_read_again_is_known_by_folder_uidvalidity_and_uid(store):
     store.record_mail("INBOX", 7, 5, mail(1), T0, POLICY)
-    assert store.is_recorded("INBOX", 7, 5)
-    assert not store.is_recorded("INBOX", 8, 5)
-    assert not store.is_recorded("INBOX", 7, 6)
+    assert store.record_mail("INBOX", 7, 5, mail(1), T0, POLICY).status == "known"
+    # Another UID or UIDVALIDITY is not "known"; the Message-ID still makes it a duplicate.
+    assert store.record_mail("INBOX", 8, 5, mail(1), T0, POLICY).status == "duplicate"
+    assert store.record_mail("INBOX", 7, 6, mail(1), T0, POLICY).status == "duplicate"
 
 
 def test_reply_to_our_ack_is_a_followup_without_new_ack(store):
