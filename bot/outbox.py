@@ -74,18 +74,25 @@ class Outbox:
         return report
 
     async def _deliver_batch(self, channel: Channel, report: DeliveryReport) -> bool:
-        token, rows = self._claim_batch()
+        rows = self._claim_batch()
+        renew_at = self.clock.now() + self._lease / 2
         for position, row in enumerate(rows):
+            if self.clock.now() >= renew_at:
+                if not self._renew(row.claimed_by):
+                    return False  # the claim was taken from us: send nothing more of it
+                renew_at = self.clock.now() + self._lease / 2
             try:
                 await channel.send(self._envelope_from(row), self._recipients(row), row.raw)
             except PermanentFailure as error:
                 self._finish(row, "failed", str(error))
                 report.failed += 1
             except ConnectionLost as error:
-                report.retrying += self._release(row, str(error), rows[position + 1:])
+                self._release(row, str(error), rows[position + 1:])
+                report.retrying += 1
                 raise
             except TemporaryFailure as error:  # this mail only (4xx): the others go on
-                report.retrying += self._release(row, str(error), [])
+                self._release(row, str(error), [])
+                report.retrying += 1
             else:
                 self._finish(row, "sent")
                 report.sent += 1
@@ -107,11 +114,15 @@ class Outbox:
         return select(OutboxMail.id).where(OutboxMail.status == "pending",
                                            OutboxMail.next_attempt_at <= self.clock.now())
 
-    def _claim_batch(self) -> tuple[str, list[OutboxMail]]:
+    @property
+    def _lease(self) -> timedelta:
+        return timedelta(seconds=self.retry.lease_seconds)
+
+    def _claim_batch(self) -> list[OutboxMail]:
         """Take up to batch_size due rows for this instance. The conditional UPDATE makes
-        the claim atomic on SQLite and PostgreSQL alike; the token names this claim."""
+        the claim atomic on SQLite and PostgreSQL alike; a token names the claim."""
         token = f"{self.instance}/{uuid.uuid4().hex[:12]}"
-        lease = self.clock.now() + timedelta(seconds=self.retry.lease_seconds)
+        lease = self.clock.now() + self._lease
         with Session(self.engine) as session:
             ids = session.exec(self._due().order_by(OutboxMail.id).limit(self.batch_size)).all()
             session.exec(sa.update(OutboxMail).where(OutboxMail.id.in_(ids), OutboxMail.status == "pending")
@@ -120,7 +131,18 @@ class Outbox:
             rows = session.exec(select(OutboxMail).where(OutboxMail.claimed_by == token,
                                                          OutboxMail.status == "sending")
                                 .order_by(OutboxMail.id)).all()
-        return token, list(rows)
+        return list(rows)
+
+    def _renew(self, token: str) -> bool:
+        """Extend a claim's lease while its batch is still being sent (renewed at half the
+        lease, so a send, bounded by the SMTP timeout, never outlives it). False when the
+        claim has expired and been taken over meanwhile."""
+        with self.engine.begin() as db:
+            renewed = db.execute(sa.update(OUTBOX).where(
+                OUTBOX.c.claimed_by == token, OUTBOX.c.status == "sending",
+                OUTBOX.c.claimed_until >= self.clock.now()).values(
+                claimed_until=self.clock.now() + self._lease))
+        return renewed.rowcount > 0
 
     def _finish(self, row: OutboxMail, status: str, error: str = "") -> None:
         """Record one result at once (Core statements: this runs once per mail)."""
@@ -137,14 +159,13 @@ class Outbox:
             db.execute(sa.insert(EVENTS), dict(at=now, ticket_id=row.ticket_id, message_id=None,
                                                kind=f"mail_{status}", detail=detail))
 
-    def _release(self, failed: OutboxMail, error: str, untried: list[OutboxMail]) -> int:
+    def _release(self, failed: OutboxMail, error: str, untried: list[OutboxMail]) -> None:
         """A temporary failure: the failed row backs off; the untried rest is pending again."""
         with Session(self.engine) as session:
             self._back_off(session, session.get(OutboxMail, failed.id), error)
             session.exec(sa.update(OutboxMail).where(OutboxMail.id.in_([r.id for r in untried]))
                          .values(status="pending", claimed_by=None, claimed_until=None))
             session.commit()
-        return 1
 
     def _postpone_due(self, error: str) -> int:
         """The server is unreachable: every due row waits its back-off before the next try."""

@@ -105,7 +105,7 @@ def test_gives_up_after_max_attempts(store, smtp_sink):
 def test_dead_sender_leaves_one_uncertain_mail_and_the_rest_is_sent(store, smtp_sink):
     queue_acks(store, 3)
     outbox = outbox_for(store, smtp_sink)
-    _, claimed = outbox._claim_batch()  # a sender that claims a batch and then dies
+    claimed = outbox._claim_batch()  # a sender that claims a batch and then dies
     assert [r.status for r in claimed] == ["sending"] * 3
     assert deliver(outbox).sent == 0  # the lease still runs: nobody else takes them
     store.clock.advance(timedelta(seconds=61))
@@ -118,6 +118,31 @@ def test_dead_sender_leaves_one_uncertain_mail_and_the_rest_is_sent(store, smtp_
     # The operator decides to resend the uncertain one.
     assert retry_mail(store.engine, store.clock, claimed[0].id).status == "pending"
     assert deliver(outbox).sent == 1
+
+
+class SlowFolderTransport(FolderTransport):
+    """Each send takes 40 virtual seconds (a slow relay); while it lasts, another instance
+    looks for expired claims, as it would on its own schedule."""
+
+    def __init__(self, folder, clock, rival: Outbox) -> None:
+        super().__init__(folder)
+        self.clock, self.rival, self.taken_over = clock, rival, 0
+
+    async def send(self, envelope_from, recipients, raw) -> None:
+        self.clock.advance(timedelta(seconds=40))
+        self.taken_over += self.rival._expire_claims()
+        await super().send(envelope_from, recipients, raw)
+
+
+def test_a_batch_longer_than_its_lease_keeps_its_claim(store, smtp_sink, tmp_path):
+    queue_acks(store, 4)
+    rival = outbox_for(store, smtp_sink, "rival")  # lease_seconds=60
+    slow = SlowFolderTransport(tmp_path / "out", store.clock, rival)
+    sender = Outbox(store.engine, store.clock, slow, "slow", "support@vendor.example", rival.retry)
+    assert deliver(sender).sent == 4  # 160 s of sending on a 60 s lease
+    assert slow.taken_over == 0
+    assert deliver(rival).sent == 0 and smtp_sink.messages == []  # nothing left to send twice
+    assert {r.status for r in rows(store, OutboxMail)} == {"sent"}
 
 
 def test_a_refused_mail_backs_off_alone_and_the_batch_goes_on(store, smtp_sink):
