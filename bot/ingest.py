@@ -1,6 +1,7 @@
-"""Drain the inbox: fetch new mail in chunks, record each chunk in one transaction, then mark it.
+"""Drain the inbox: fetch new mail in chunks, record it in slices of COMMIT_EVERY mails, one
+transaction each, and mark each slice on the server after its commit.
 
-Marking comes strictly after the commit, so a crash in between only means the chunk is read
+Marking comes strictly after the commit, so a crash in between only means the slice is read
 again, and the store recognises every mail of it.
 """
 
@@ -37,7 +38,7 @@ class Ingestor:
         self.store, self.policy, self.folder, self.batch_size = store, policy, folder, batch_size
 
     def drain(self, mailbox: Mailbox, stop: threading.Event | None = None) -> IngestReport:
-        """Read every pending mail once. `stop` is honoured between chunks, so a shutdown
+        """Read every pending mail once. `stop` is honoured between slices, so a shutdown
         never waits for a whole backlog."""
         stop = stop or threading.Event()
         report = IngestReport()
@@ -56,4 +57,3 @@ class Ingestor:
         for outcome in self.store.record_batch(self.folder, uidvalidity, mails, self.policy):
             report.add(outcome)
         mailbox.mark_processed([mail.uid for mail in mails])
-        self.store.note_last_uid(self.folder, max(mail.uid for mail in mails))

@@ -96,12 +96,13 @@ class Store:
             outcomes = [Outcome("known", "") if mail.uid in known
                         else self._record_guarded(session, folder, uidvalidity, mail, policy)
                         for mail in mails]
+            self._note_last_uid(session, folder, max(mail.uid for mail in mails))
             session.commit()
         return outcomes
 
     def record_mail(self, folder: str, uidvalidity: int, uid: int, raw: bytes,
                     received_at: datetime, policy: d.Policy) -> Outcome:
-        """One mail, one transaction (tests and `check` use it; the service uses batches)."""
+        """One mail, one transaction (for tests; the service records batches)."""
         return self.record_batch(folder, uidvalidity, [FetchedMail(uid, received_at, raw)], policy)[0]
 
     def _record_guarded(self, session: Session, folder: str, uidvalidity: int,
@@ -163,12 +164,11 @@ class Store:
             session.commit()
         return previous if previous not in (None, uidvalidity) else None
 
-    def note_last_uid(self, folder: str, uid: int) -> None:
-        with Session(self.engine) as session:
-            session.exec(sa.update(MailboxState).where(MailboxState.folder == folder,
-                                                       MailboxState.last_uid < uid)
-                         .values(last_uid=uid, updated_at=self.clock.now()))
-            session.commit()
+    def _note_last_uid(self, session: Session, folder: str, uid: int) -> None:
+        """Progress for the operator, in the batch's own transaction."""
+        state = MailboxState.__table__
+        session.connection().execute(sa.update(state).where(state.c.folder == folder, state.c.last_uid < uid)
+                                     .values(last_uid=uid, updated_at=self.clock.now()))
 
     # -- applying a decision ------------------------------------------------------------
 

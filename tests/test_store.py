@@ -11,7 +11,7 @@ from bot import decide as d
 from bot.clock import VirtualClock
 from bot.database import make_engine, upgrade
 from bot.mailbox import FetchedMail
-from bot.models import Event, Message, OutboxMail, Ticket
+from bot.models import Event, MailboxState, Message, OutboxMail, Ticket
 from bot.store import Sender, Store
 from bot.templating import Templates
 
@@ -193,3 +193,11 @@ def test_subject_header_injection_cannot_reach_the_ack(store):
     assert b"\r\nBcc:" not in header_block
     assert [line for line in header_block.split(b"\r\n") if line.startswith(b"Subject:")] == \
         [b"Subject: [SUP-000001] Hi Bcc: victim@x.example"]
+
+
+def test_a_batch_records_the_folder_progress_in_its_own_transaction(store):
+    store.note_uidvalidity("INBOX", 7)
+    store.record_batch("INBOX", 7, [FetchedMail(4, T0, mail(1)), FetchedMail(9, T0, mail(2))], POLICY)
+    store.record_batch("INBOX", 7, [FetchedMail(3, T0, mail(3))], POLICY)  # never goes backwards
+    [state] = rows(store, MailboxState)
+    assert (state.uidvalidity, state.last_uid) == (7, 9)
