@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import select
 import ssl
 import threading
 import time
@@ -20,16 +21,15 @@ from typing import Iterator
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
+from imapclient.imapclient import _parse_untagged_response
 
 from bot.transport import tls_context
 
 log = logging.getLogger(__name__)
 
 MAX_FETCH_BYTES = 20 * 1024 * 1024  # per FETCH round trip: bounds memory with huge mails
-# IDLE is ended and re-issued after these many seconds: the first cycle is short to collect
-# news that arrived with "+ idling"; later ones stay under RFC 2177's 29 minutes.
-FIRST_IDLE_CYCLE_SECONDS = 1
-IDLE_CYCLE_SECONDS = 300
+IDLE_CYCLE_SECONDS = 300  # IDLE is re-issued this often: well under RFC 2177's 29 minutes
+IDLE_LINE_SECONDS = 30  # a server that has begun a line during IDLE finishes it within this
 
 
 class MailboxError(Exception):
@@ -126,9 +126,7 @@ class Mailbox:
 
         Mail that arrives while a batch is read is announced in the middle of another
         command's response, where it is easy to miss; so UIDNEXT is compared with the one
-        seen when the batch began before going idle. IDLE runs in cycles because
-        a notification sent together with the "+ idling" line sits in imapclient's read
-        buffer until `idle_done()` returns it; the first cycle is therefore short.
+        seen when the batch began before going idle.
         """
         if not (self.settings.idle and self.client.has_capability("IDLE")):
             stop.wait(timeout)
@@ -136,11 +134,9 @@ class Mailbox:
         if self._arrived_since_open():
             return
         deadline = time.monotonic() + timeout
-        cycle = FIRST_IDLE_CYCLE_SECONDS
         while not stop.is_set() and time.monotonic() < deadline:
-            if self._idle_cycle(min(deadline, time.monotonic() + cycle), stop):
+            if self._idle_cycle(min(deadline, time.monotonic() + IDLE_CYCLE_SECONDS), stop):
                 return
-            cycle = IDLE_CYCLE_SECONDS
 
     def _arrived_since_open(self) -> bool:
         seen, self._uidnext = self._uidnext, self.client.select_folder(self.settings.inbox).get(b"UIDNEXT")
@@ -150,11 +146,46 @@ class Mailbox:
         self.client.idle()
         try:
             while not stop.is_set() and time.monotonic() < until:
-                if any(_is_new_mail(r) for r in self.client.idle_check(timeout=1)):
+                if any(_is_new_mail(r) for r in idle_responses(self.client, timeout=1)):
                     return True
         finally:
             buffered = self.client.idle_done()[1]
         return any(_is_new_mail(r) for r in buffered)
+
+
+def idle_responses(client: IMAPClient, timeout: float) -> list[tuple]:
+    """The untagged responses the server sends during IDLE within `timeout` seconds.
+
+    Replaces IMAPClient.idle_check, which reads from a non-blocking socket and fails on half
+    a line when a server writes one in two packets (mjs/imapclient#519): here a line, once
+    begun, is read to its end. Data already in the read buffer (a notice that came with
+    "+ idling") counts as ready, which select() on the socket alone would miss.
+    """
+    sock = client.socket()
+    reader = client._imap  # imaplib's line reader: IMAPClient has no public one
+    saved = sock.gettimeout()
+    responses = []
+    try:
+        ready = _buffered(reader.file, sock) or select.select([sock], [], [], timeout)[0]
+        sock.settimeout(IDLE_LINE_SECONDS)
+        while ready:
+            responses.append(_parse_untagged_response(reader._get_line()))
+            ready = _buffered(reader.file, sock)
+    finally:
+        sock.settimeout(saved)
+    return responses
+
+
+def _buffered(file, sock) -> bool:
+    """True when a read would not block: bytes in the reader's or the TLS layer's buffer."""
+    saved = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return bool(file.peek(1))
+    except (BlockingIOError, ssl.SSLWantReadError):
+        return False
+    finally:
+        sock.settimeout(saved)
 
 
 def _is_new_mail(response) -> bool:

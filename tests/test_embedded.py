@@ -24,6 +24,7 @@ import pytest
 from imapclient import IMAPClient
 
 from bot.embedded import CaptureSmtp, EmbeddedImap
+from bot.mailbox import idle_responses
 
 KEYWORD = b"$SupportbotProcessed"
 CEST = timezone(timedelta(hours=2))
@@ -176,7 +177,7 @@ def test_idle_sees_new_mail_from_elsewhere(imap, client, via):
         deadline = time.monotonic() + 5
         responses: list = []
         while time.monotonic() < deadline and (1, b"EXISTS") not in responses:
-            responses += client.idle_check(timeout=0.5)
+            responses += idle_responses(client, timeout=0.5)
     finally:
         client.idle_done()
     assert (1, b"EXISTS") in responses

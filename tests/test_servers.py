@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
+from bot.mailbox import idle_responses
 from servers import DovecotServer, PostgresServer, SmtpSink
 
 KEYWORD = "$SupportbotProcessed"
@@ -119,7 +120,7 @@ def test_dovecot_idle_sees_new_mail(dovecot: DovecotServer):
             dovecot.append(make_raw("arrives during IDLE", "<idle@x>"))  # second connection
             seen = []
             while time.monotonic() - t0 < 5 and not any(r[1:2] == (b"EXISTS",) for r in seen):
-                seen += idler.idle_check(timeout=1)
+                seen += idle_responses(idler, timeout=1)
         finally:
             idler.idle_done()
         assert (1, b"EXISTS") in seen, seen

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import ssl
+import threading
 import subprocess
 import sys
 import tempfile
@@ -119,6 +120,23 @@ def test_starttls_with_ca_file_connects_and_reads(tmp_path, tls_dovecot, certs):
     settings = imap_settings(tmp_path, tls_dovecot, security="starttls", port=tls_dovecot.port,
                              ca_file=str(certs["main"].ca_file))
     assert_reads_inbox(connected(settings))
+
+
+def test_idle_over_tls_wakes_on_new_mail(tmp_path, tls_dovecot, certs):
+    """Over TLS, a notice can sit decrypted in the TLS layer where select() cannot see it."""
+    mailbox = connected(imap_settings(tmp_path, tls_dovecot, ca_file=str(certs["main"].ca_file)))
+    try:
+        mailbox.open_inbox()
+        mailbox.wait_for_mail(0.1, threading.Event())  # notes UIDNEXT; nothing new yet
+        later = threading.Timer(0.5, tls_dovecot.append, [RAW])
+        later.start()
+        started = time.monotonic()
+        mailbox.wait_for_mail(60, threading.Event())
+        later.join()
+        assert time.monotonic() - started < 30, "woken by the timeout, not by the mail"
+        assert mailbox.pending_uids() == [1, 2]
+    finally:
+        mailbox.close()
 
 
 def test_starttls_without_ca_fails_certificate_verification(tmp_path, tls_dovecot):
