@@ -22,6 +22,10 @@ OWN = "own"
 QUARANTINED = "quarantined"
 
 
+# The ack rate limit counts automatic mails over this window.
+RATE_WINDOW = timedelta(hours=1)
+
+
 class DecisionView(ThreadView, Protocol):
     def automatic_mails_to(self, address: str, since: datetime) -> int:
         """How many automatic mails we queued for this address since then (loop guard)."""
@@ -53,6 +57,28 @@ class OutgoingMail:
 
 
 @dataclass(frozen=True)
+class Reading:
+    """A mail's bytes read once: the parse, or why there is none, and the digest."""
+
+    raw_sha256: str
+    mail: ParsedMail | None
+    problem: str = ""
+
+    @property
+    def message_key(self) -> str:
+        """What makes a mail the same mail again: its Message-ID, else its bytes."""
+        return self.mail.message_id if self.mail and self.mail.message_id else f"sha256:{self.raw_sha256}"
+
+
+def read(raw: bytes) -> Reading:
+    digest = hashlib.sha256(raw).hexdigest()
+    try:
+        return Reading(digest, parse(raw))
+    except UnparseableMail as error:
+        return Reading(digest, None, f"unparseable: {error.reason}")
+
+
+@dataclass(frozen=True)
 class Decision:
     kind: str
     message_key: str
@@ -65,15 +91,13 @@ class Decision:
     outgoing: tuple[OutgoingMail, ...] = field(default=())
 
 
-def decide(raw: bytes, received_at: datetime, view: DecisionView, policy: Policy) -> Decision:
+def decide(reading: Reading, received_at: datetime, view: DecisionView, policy: Policy) -> Decision:
     """Decide what a mail that arrived at `received_at` (IMAP INTERNALDATE) means."""
-    digest = hashlib.sha256(raw).hexdigest()
-    try:
-        mail = parse(raw)
-    except UnparseableMail as error:
-        return Decision(QUARANTINED, f"sha256:{digest}", digest, received_at, None,
-                        (f"unparseable: {error.reason}",))
-    base = dict(message_key=mail.message_id or f"sha256:{digest}", raw_sha256=digest,
+    mail = reading.mail
+    if mail is None:
+        return Decision(QUARANTINED, reading.message_key, reading.raw_sha256, received_at, None,
+                        (reading.problem,))
+    base = dict(message_key=reading.message_key, raw_sha256=reading.raw_sha256,
                 received_at=received_at, mail=mail)
     for screen in SCREENS:
         verdict = screen(mail, policy)
@@ -114,7 +138,7 @@ def _customer_mail(mail: ParsedMail, view: DecisionView, policy: Policy, base: d
                         ticket_reference=match.reference, language=policy.default_language, **base)
     reasons = ["new request"]
     outgoing: tuple[OutgoingMail, ...] = ()
-    since = base["received_at"] - timedelta(hours=1)
+    since = base["received_at"] - RATE_WINDOW
     if view.automatic_mails_to(mail.from_addr, since) >= policy.ack_rate_limit_per_hour:
         reasons.append(f"no acknowledgement: rate limit of {policy.ack_rate_limit_per_hour} "
                        f"automatic mails per hour to {mail.from_addr} reached")

@@ -15,18 +15,21 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from bot import decide as d
 from bot.clock import Clock
 from bot.compose import compose, stable_message_id
 from bot.mailbox import FetchedMail
+from bot.mailthread import subject_tags, thread_ids
 from bot.models import Counter, Event, MailboxState, Message, OutboxMail, Ticket
 from bot.templating import Templates
 
 log = logging.getLogger(__name__)
 
-TICKETS, MESSAGES, EVENTS, OUTBOX = (m.__table__ for m in (Ticket, Message, Event, OutboxMail))
+TICKETS, MESSAGES, EVENTS, OUTBOX, COUNTERS = (
+    m.__table__ for m in (Ticket, Message, Event, OutboxMail, Counter))
+IN_CHUNK = 500  # values per IN (...): far below SQLite's and PostgreSQL's parameter limits
 
 
 @dataclass(frozen=True)
@@ -48,27 +51,108 @@ class Outcome:
     queued: int = 0
 
 
-class SessionView:
-    """The read-only view of tickets that the pure decision gets (Core queries: hot path)."""
+class SliceView:
+    """What decide() may know of the database, for a slice of mails.
 
-    def __init__(self, session: Session) -> None:
-        self._db = session.connection()
+    Read in a few queries for the whole slice, then kept current by the store as it applies
+    the slice's own decisions, so a mail that answers one just before it in the same slice,
+    or repeats it, is seen as such.
+    """
+
+    def __init__(self) -> None:
+        self.tickets: dict[str, int | None] = {}  # reference -> id (None until inserted)
+        self.thread: dict[str, str] = {}  # Message-ID of a mail read -> its ticket's reference
+        self.thread_ours: dict[str, str] = {}  # Message-ID of a mail we queued -> reference
+        self.originals: dict[str, dict] = {}  # message_key -> the message row that has it
+        self.automatic: dict[str, list[datetime]] = {}  # recipient -> when we queued to them
+
+    @classmethod
+    def load(cls, db: sa.Connection, readings: list[d.Reading], since: datetime,
+             prefix: str) -> "SliceView":
+        view = cls()
+        mails = [r.mail for r in readings if r.mail]
+        keys = {r.message_key for r in readings}
+        for row in _select_in(db, sa.select(MESSAGES.c.id, MESSAGES.c.message_key, MESSAGES.c.kind,
+                                            MESSAGES.c.folder, MESSAGES.c.uid, MESSAGES.c.ticket_id,
+                                            TICKETS.c.reference)
+                              .outerjoin(TICKETS, TICKETS.c.id == MESSAGES.c.ticket_id),
+                              MESSAGES.c.message_key, keys):
+            view.originals[row.message_key] = dict(row._mapping)
+            view._know(row.reference, row.ticket_id)
+        ids = {i for mail in mails for i in thread_ids(mail)}
+        for table, known in ((MESSAGES, view.thread), (OUTBOX, view.thread_ours)):
+            for row in _select_in(db, sa.select(table.c.message_id, TICKETS.c.id, TICKETS.c.reference)
+                                  .join(TICKETS, TICKETS.c.id == table.c.ticket_id), table.c.message_id, ids):
+                known[row.message_id] = row.reference
+                view._know(row.reference, row.id)
+        tags = {tag for mail in mails for tag in subject_tags(mail, prefix)}
+        for row in _select_in(db, sa.select(TICKETS.c.id, TICKETS.c.reference), TICKETS.c.reference, tags):
+            view._know(row.reference, row.id)
+        senders = {mail.from_addr for mail in mails if mail.from_addr}
+        for row in _select_in(db, sa.select(OUTBOX.c.recipient, OUTBOX.c.created_at)
+                              .where(OUTBOX.c.created_at >= since), OUTBOX.c.recipient, senders):
+            view.automatic.setdefault(row.recipient, []).append(row.created_at)
+        return view
+
+    def _know(self, reference: str | None, ticket_id: int | None) -> None:
+        if reference:
+            self.tickets[reference] = ticket_id
+
+    # -- DecisionView -------------------------------------------------------------------
 
     def ticket_for_message_ids(self, message_ids: tuple[str, ...]) -> str | None:
-        for table in (MESSAGES, OUTBOX):
-            row = self._db.execute(
-                sa.select(TICKETS.c.reference).join(table, table.c.ticket_id == TICKETS.c.id)
-                .where(table.c.message_id.in_(message_ids)).limit(1)).first()
-            if row:
-                return row.reference
+        for known in (self.thread, self.thread_ours):
+            for message_id in message_ids:
+                if message_id in known:
+                    return known[message_id]
         return None
 
     def ticket_exists(self, reference: str) -> bool:
-        return self._db.execute(sa.select(TICKETS.c.id).where(TICKETS.c.reference == reference)).first() is not None
+        return reference in self.tickets
 
     def automatic_mails_to(self, address: str, since: datetime) -> int:
-        return self._db.execute(sa.select(sa.func.count()).select_from(OUTBOX).where(
-            OUTBOX.c.recipient == address, OUTBOX.c.created_at >= since)).scalar_one()
+        return sum(1 for at in self.automatic.get(address, ()) if at >= since)
+
+
+def _select_in(db: sa.Connection, query: sa.Select, column, values: set) -> list:
+    """Rows of `query` whose `column` is one of `values`, in chunks that every backend takes."""
+    values = sorted(values)
+    return [row for first in range(0, len(values), IN_CHUNK)
+            for row in db.execute(query.where(column.in_(values[first:first + IN_CHUNK])))]
+
+
+class _Rows:
+    """The rows a slice writes, linked by ticket reference and by message row until the
+    database gives them ids; written with one statement per table."""
+
+    def __init__(self) -> None:
+        self.tickets: list[dict] = []
+        self.messages: list[dict] = []
+        self.events: list[tuple[str | None, dict | None, dict]] = []
+        self.outbox: list[tuple[str | None, dict]] = []
+
+    def event(self, reference: str | None, message: dict | None, at: datetime, kind: str, detail: str) -> None:
+        self.events.append((reference, message, dict(at=at, kind=kind, detail=detail)))
+
+    def write(self, db: sa.Connection, tickets: dict[str, int | None]) -> None:
+        if self.tickets:
+            for row in db.execute(sa.insert(TICKETS).returning(TICKETS.c.id, TICKETS.c.reference,
+                                                               sort_by_parameter_order=True), self.tickets):
+                tickets[row.reference] = row.id
+        if self.messages:
+            rows = [{k: v for k, v in m.items() if k != "reference"} | {"ticket_id": tickets.get(m["reference"])}
+                    for m in self.messages]
+            ids = db.execute(sa.insert(MESSAGES).returning(MESSAGES.c.id, sort_by_parameter_order=True),
+                             rows).scalars().all()
+            for message, message_id in zip(self.messages, ids):
+                message["id"] = message_id
+        if self.events:
+            db.execute(sa.insert(EVENTS), [
+                row | {"ticket_id": tickets.get(reference), "message_id": message and message["id"]}
+                for reference, message, row in self.events])
+        if self.outbox:
+            db.execute(sa.insert(OUTBOX), [row | {"ticket_id": tickets.get(reference)}
+                                           for reference, row in self.outbox])
 
 
 class Store:
@@ -84,21 +168,32 @@ class Store:
 
     def record_batch(self, folder: str, uidvalidity: int, mails: list[FetchedMail],
                      policy: d.Policy) -> list[Outcome]:
-        """Decide and apply a batch of mails in one transaction, a savepoint per mail.
+        """Decide and apply a batch of mails in one transaction.
 
-        A mail whose processing fails is quarantined with the reason inside its own
-        savepoint, so the others still commit: this is the one guarded place per message.
+        The batch is written with one statement per table. Should that fail, each mail is
+        recorded again in a savepoint of its own, and a mail that still fails is quarantined
+        with the reason, so the others commit: this is the one guarded place per message.
         Safe to call twice for the same mails. Database outages propagate: nothing commits
         and the caller marks nothing.
         """
         with Session(self.engine) as session:
-            known = self._recorded_uids(session, folder, uidvalidity, [m.uid for m in mails])
-            outcomes = [Outcome("known", "") if mail.uid in known
-                        else self._record_guarded(session, folder, uidvalidity, mail, policy)
-                        for mail in mails]
-            self._note_last_uid(session, folder, max(mail.uid for mail in mails))
+            db = session.connection()
+            known = self._recorded_uids(db, folder, uidvalidity, [m.uid for m in mails])
+            fresh = [mail for mail in mails if mail.uid not in known]
+            try:
+                with session.begin_nested():
+                    recorded = self._record(db, folder, uidvalidity, fresh, policy)
+            except OperationalError:
+                raise  # the database, not a mail: nothing commits, nothing is marked
+            except Exception as error:  # noqa: BLE001 - find the mail that caused it
+                log.info("%s: batch failed (%s: %s); recording mail by mail",
+                         folder, type(error).__name__, error)
+                recorded = [self._record_guarded(session, folder, uidvalidity, mail, policy)
+                            for mail in fresh]
+            self._note_last_uid(db, folder, max(mail.uid for mail in mails))
             session.commit()
-        return outcomes
+        outcomes = dict(zip((mail.uid for mail in fresh), recorded))
+        return [outcomes.get(mail.uid, Outcome("known", "")) for mail in mails]
 
     def record_mail(self, folder: str, uidvalidity: int, uid: int, raw: bytes,
                     received_at: datetime, policy: d.Policy) -> Outcome:
@@ -107,46 +202,73 @@ class Store:
 
     def _record_guarded(self, session: Session, folder: str, uidvalidity: int,
                         mail: FetchedMail, policy: d.Policy) -> Outcome:
+        db = session.connection()
         try:
             try:
                 with session.begin_nested():
-                    return self._record(session, folder, uidvalidity, mail, policy)
+                    return self._record(db, folder, uidvalidity, [mail], policy)[0]
             except IntegrityError:
                 # Another instance committed the same Message-ID between our read and our
                 # write; the second attempt sees it and records a duplicate.
                 with session.begin_nested():
-                    return self._record(session, folder, uidvalidity, mail, policy)
+                    return self._record(db, folder, uidvalidity, [mail], policy)[0]
         except OperationalError:
-            raise  # the database, not this mail: nothing commits, nothing is marked
+            raise
         except Exception as error:  # noqa: BLE001 - never lose a mail: quarantine it
             log.exception("%s UID %s quarantined", folder, mail.uid)
             with session.begin_nested():
-                return self._quarantine(session, folder, uidvalidity, mail,
+                return self._quarantine(db, folder, uidvalidity, mail,
                                         f"processing failed: {type(error).__name__}: {error}")
 
-    def _record(self, session: Session, folder: str, uidvalidity: int, mail: FetchedMail,
-                policy: d.Policy) -> Outcome:
-        decision = d.decide(mail.raw, mail.internaldate, SessionView(session), policy)
-        original = session.connection().execute(sa.select(MESSAGES).where(
-            MESSAGES.c.message_key == decision.message_key)).first()
-        if original:
-            return self._note_duplicate(session, original, decision, folder, uidvalidity, mail.uid)
-        return self._apply(session, decision, folder, uidvalidity, mail.uid, len(mail.raw))
+    def _record(self, db: sa.Connection, folder: str, uidvalidity: int, mails: list[FetchedMail],
+                policy: d.Policy) -> list[Outcome]:
+        """Decide each mail against what the database and the earlier mails say; write all."""
+        if not mails:
+            return []
+        first = number = self._ticket_number(db)  # first: later reads see what others committed
+        readings = [d.read(mail.raw) for mail in mails]
+        since = min(mail.internaldate for mail in mails) - d.RATE_WINDOW
+        view = SliceView.load(db, readings, since, policy.reference_prefix)
+        rows = _Rows()
+        outcomes = []
+        for mail, reading in zip(mails, readings):
+            decision = d.decide(reading, mail.internaldate, view, policy)
+            original = view.originals.get(decision.message_key)
+            if original:
+                outcomes.append(self._note_duplicate(rows, original, decision, folder, uidvalidity, mail.uid))
+                continue
+            reference = decision.ticket_reference
+            if decision.kind == d.NEW_TICKET:
+                number += 1
+                reference = f"{self.reference_prefix}-{number:06d}"
+            outcomes.append(self._apply(rows, view, decision, reference, folder, uidvalidity, mail))
+        rows.write(db, view.tickets)
+        if number != first:
+            db.execute(sa.update(COUNTERS).where(COUNTERS.c.name == "ticket").values(value=number))
+        return outcomes
 
-    def _quarantine(self, session: Session, folder: str, uidvalidity: int, mail: FetchedMail,
+    def _ticket_number(self, db: sa.Connection) -> int:
+        """The last ticket number; the row stays locked until commit (PostgreSQL FOR UPDATE,
+        SQLite's write lock), so two instances never hand out the same one."""
+        return db.execute(sa.select(COUNTERS.c.value).where(COUNTERS.c.name == "ticket")
+                          .with_for_update()).scalar_one()
+
+    def _quarantine(self, db: sa.Connection, folder: str, uidvalidity: int, mail: FetchedMail,
                     reason: str) -> Outcome:
         """Record a mail that could not be processed, with the reason, so it is never lost."""
+        rows = _Rows()
         digest = hashlib.sha256(mail.raw).hexdigest()
-        key = f"quarantine:{folder}:{uidvalidity}:{mail.uid}:{digest}"
-        message_id = self._insert_message(session, key, None, folder, uidvalidity, mail.uid, d.QUARANTINED,
-                                          None, "", digest, len(mail.raw), mail.internaldate, reason)
-        self._event(session, None, message_id, "quarantined", reason)
+        message = self._message(rows, f"quarantine:{folder}:{uidvalidity}:{mail.uid}:{digest}", None,
+                                folder, uidvalidity, mail, d.QUARANTINED, None, "", digest, reason, None)
+        rows.event(None, message, self.clock.now(), "quarantined", reason)
+        rows.write(db, {})
         return Outcome("stored", d.QUARANTINED)
 
     @staticmethod
-    def _recorded_uids(session: Session, folder: str, uidvalidity: int, uids: list[int]) -> set[int]:
-        return set(session.exec(select(Message.uid).where(
-            Message.folder == folder, Message.uidvalidity == uidvalidity, Message.uid.in_(uids))).all())
+    def _recorded_uids(db: sa.Connection, folder: str, uidvalidity: int, uids: list[int]) -> set[int]:
+        return set(db.execute(sa.select(MESSAGES.c.uid).where(
+            MESSAGES.c.folder == folder, MESSAGES.c.uidvalidity == uidvalidity,
+            MESSAGES.c.uid.in_(uids))).scalars())
 
     def note_uidvalidity(self, folder: str, uidvalidity: int) -> int | None:
         """Remember the folder's UIDVALIDITY; return the previous one when it changed."""
@@ -156,69 +278,52 @@ class Store:
             if state is None:
                 state = MailboxState(folder=folder, uidvalidity=uidvalidity, updated_at=self.clock.now())
             elif state.uidvalidity != uidvalidity:
-                self._event(session, None, None, "uidvalidity_changed",
-                            f"{folder}: UIDVALIDITY {state.uidvalidity} -> {uidvalidity}; "
-                            "mails will be re-read and recognised by Message-ID")
+                session.add(Event(at=self.clock.now(), kind="uidvalidity_changed",
+                                  detail=f"{folder}: UIDVALIDITY {state.uidvalidity} -> {uidvalidity}; "
+                                         "mails will be re-read and recognised by Message-ID"))
                 state.uidvalidity, state.last_uid, state.updated_at = uidvalidity, 0, self.clock.now()
             session.add(state)
             session.commit()
         return previous if previous not in (None, uidvalidity) else None
 
-    def _note_last_uid(self, session: Session, folder: str, uid: int) -> None:
+    def _note_last_uid(self, db: sa.Connection, folder: str, uid: int) -> None:
         """Progress for the operator, in the batch's own transaction."""
         state = MailboxState.__table__
-        session.connection().execute(sa.update(state).where(state.c.folder == folder, state.c.last_uid < uid)
-                                     .values(last_uid=uid, updated_at=self.clock.now()))
+        db.execute(sa.update(state).where(state.c.folder == folder, state.c.last_uid < uid)
+                   .values(last_uid=uid, updated_at=self.clock.now()))
 
     # -- applying a decision ------------------------------------------------------------
 
-    def _apply(self, session: Session, decision: d.Decision, folder: str, uidvalidity: int,
-               uid: int, size: int) -> Outcome:
-        ticket = self._ticket_for(session, decision)
-        ticket_id = ticket["id"] if ticket else None
-        mail = decision.mail
-        message_id = self._insert_message(
-            session, decision.message_key, mail.message_id if mail else None, folder, uidvalidity, uid,
-            decision.kind, mail.from_addr if mail else None, mail.subject if mail else "",
-            decision.raw_sha256, size, decision.received_at, "; ".join(decision.reasons), ticket_id)
-        self._event(session, ticket_id, message_id, decision.kind,
-                    json.dumps({"reasons": decision.reasons, "folder": folder, "uid": uid,
-                                "uidvalidity": uidvalidity}))
-        for out in decision.outgoing:
-            self._queue(session, out, ticket, decision)
-        return Outcome("stored", decision.kind, ticket and ticket["reference"], len(decision.outgoing))
-
-    def _ticket_for(self, session: Session, decision: d.Decision) -> dict | None:
-        db = session.connection()
+    def _apply(self, rows: _Rows, view: SliceView, decision: d.Decision, reference: str | None,
+               folder: str, uidvalidity: int, fetched: FetchedMail) -> Outcome:
+        mail, now = decision.mail, self.clock.now()
         if decision.kind == d.NEW_TICKET:
-            mail = decision.mail
-            reference = self._next_reference(session)
-            ticket_id = db.execute(sa.insert(TICKETS).returning(TICKETS.c.id), dict(
+            rows.tickets.append(dict(
                 reference=reference, requester=mail.from_addr, requester_name=mail.from_name[:200],
                 subject=mail.subject[:998], language=decision.language, status="open",
-                received_at=decision.received_at)).scalar_one()
-            self._event(session, ticket_id, None, "ticket_created",
-                        f"{reference} for {mail.from_addr}, received {decision.received_at.isoformat()}")
-            return {"id": ticket_id, "reference": reference}
-        if decision.ticket_reference:
-            row = db.execute(sa.select(TICKETS.c.id, TICKETS.c.reference).where(
-                TICKETS.c.reference == decision.ticket_reference)).one()
-            return {"id": row.id, "reference": row.reference}
-        return None
+                received_at=decision.received_at))
+            view.tickets[reference] = None
+            rows.event(reference, None, now, "ticket_created",
+                       f"{reference} for {mail.from_addr}, received {decision.received_at.isoformat()}")
+        message = self._message(
+            rows, decision.message_key, mail.message_id if mail else None, folder, uidvalidity, fetched,
+            decision.kind, mail.from_addr if mail else None, mail.subject if mail else "",
+            decision.raw_sha256, "; ".join(decision.reasons), reference)
+        view.originals[decision.message_key] = message
+        if mail and mail.message_id and reference:
+            view.thread.setdefault(mail.message_id, reference)
+        rows.event(reference, message, now, decision.kind,
+                   json.dumps({"reasons": decision.reasons, "folder": folder, "uid": fetched.uid,
+                               "uidvalidity": uidvalidity}))
+        for out in decision.outgoing:
+            self._queue(rows, out, reference, decision)
+            view.automatic.setdefault(out.recipient, []).append(now)
+        return Outcome("stored", decision.kind, reference, len(decision.outgoing))
 
-    def _next_reference(self, session: Session) -> str:
-        """Ticket numbers from a counter row: the UPDATE's row lock serialises instances."""
-        counters = Counter.__table__
-        value = session.connection().execute(
-            sa.update(counters).where(counters.c.name == "ticket")
-            .values(value=counters.c.value + 1).returning(counters.c.value)).scalar_one()
-        return f"{self.reference_prefix}-{value:06d}"
-
-    def _queue(self, session: Session, out: d.OutgoingMail, ticket: dict | None,
-               decision: d.Decision) -> None:
-        reference = ticket["reference"] if ticket else ""
-        message_id = stable_message_id(out.purpose, reference, decision.message_key,
+    def _queue(self, rows: _Rows, out: d.OutgoingMail, reference: str | None, decision: d.Decision) -> None:
+        message_id = stable_message_id(out.purpose, reference or "", decision.message_key,
                                        self.sender.message_id_domain)
+        ticket = {"reference": reference} if reference else None
         context = {"ticket": ticket, "original_subject": out.subject,
                    "recipient_name": out.recipient_name, "from_name": self.sender.name}
         rendered = self.templates.render(out.template, out.language, context)
@@ -226,29 +331,27 @@ class Store:
         raw = compose(rendered, sender=self.sender.address, sender_name=self.sender.name,
                       recipient=out.recipient, recipient_name=out.recipient_name,
                       message_id=message_id, date=now, in_reply_to=out.in_reply_to,
-                      references=out.references, ticket_reference=reference or None)
-        ticket_id = ticket["id"] if ticket else None
-        session.connection().execute(sa.insert(OUTBOX), dict(
-            message_id=message_id, ticket_id=ticket_id, purpose=out.purpose, recipient=out.recipient,
-            raw=raw, created_at=now, status="pending", attempts=0, next_attempt_at=now, last_error=""))
-        self._event(session, ticket_id, None, "mail_queued",
-                    f"{out.purpose} ({out.language}) to {out.recipient}, {message_id}")
+                      references=out.references, ticket_reference=reference)
+        rows.outbox.append((reference, dict(
+            message_id=message_id, purpose=out.purpose, recipient=out.recipient, raw=raw,
+            created_at=now, status="pending", attempts=0, next_attempt_at=now, last_error="")))
+        rows.event(reference, None, now, "mail_queued",
+                   f"{out.purpose} ({out.language}) to {out.recipient}, {message_id}")
 
-    def _note_duplicate(self, session: Session, original, decision: d.Decision,
+    def _note_duplicate(self, rows: _Rows, original: dict, decision: d.Decision,
                         folder: str, uidvalidity: int, uid: int) -> Outcome:
-        self._event(session, original.ticket_id, original.id, "duplicate",
-                    f"{folder} UID {uid} (UIDVALIDITY {uidvalidity}) repeats {decision.message_key}, "
-                    f"first read as {original.folder} UID {original.uid}; ignored")
-        return Outcome("duplicate", original.kind)
+        rows.event(original["reference"], original, self.clock.now(), "duplicate",
+                   f"{folder} UID {uid} (UIDVALIDITY {uidvalidity}) repeats {decision.message_key}, "
+                   f"first read as {original['folder']} UID {original['uid']}; ignored")
+        return Outcome("duplicate", original["kind"])
 
-    def _insert_message(self, session: Session, key, message_id, folder, uidvalidity, uid, kind, sender,
-                        subject, digest, size, received_at, reason, ticket_id=None) -> int:
-        return session.connection().execute(sa.insert(MESSAGES).returning(MESSAGES.c.id), dict(
-            message_key=key, message_id=message_id, folder=folder, uidvalidity=uidvalidity, uid=uid,
-            direction="in", kind=kind, sender=sender, subject=subject[:998], raw_sha256=digest,
-            size=size, received_at=received_at, processed_at=self.clock.now(), ticket_id=ticket_id,
-            reason=reason[:2000])).scalar_one()
-
-    def _event(self, session: Session, ticket_id, message_id, kind: str, detail: str) -> None:
-        session.connection().execute(sa.insert(EVENTS), dict(
-            at=self.clock.now(), ticket_id=ticket_id, message_id=message_id, kind=kind, detail=detail))
+    def _message(self, rows: _Rows, key: str, message_id: str | None, folder: str, uidvalidity: int,
+                 fetched: FetchedMail, kind: str, sender: str | None, subject: str, digest: str,
+                 reason: str, reference: str | None) -> dict:
+        message = dict(
+            message_key=key, message_id=message_id, folder=folder, uidvalidity=uidvalidity,
+            uid=fetched.uid, direction="in", kind=kind, sender=sender, subject=subject[:998],
+            raw_sha256=digest, size=len(fetched.raw), received_at=fetched.internaldate,
+            processed_at=self.clock.now(), reason=reason[:2000], reference=reference)
+        rows.messages.append(message)
+        return message

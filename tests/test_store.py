@@ -201,3 +201,46 @@ def test_a_batch_records_the_folder_progress_in_its_own_transaction(store):
     store.record_batch("INBOX", 7, [FetchedMail(3, T0, mail(3))], POLICY)  # never goes backwards
     [state] = rows(store, MailboxState)
     assert (state.uidvalidity, state.last_uid) == (7, 9)
+
+
+# -- a batch sees its own earlier mails ----------------------------------------------------
+
+def batch_of(*raws: bytes, first_uid: int = 1) -> list[FetchedMail]:
+    return [FetchedMail(uid, T0 + timedelta(minutes=uid), raw) for uid, raw in enumerate(raws, first_uid)]
+
+
+def test_the_same_mail_twice_in_one_batch_is_one_ticket(store):
+    outcomes = store.record_batch("INBOX", 7, batch_of(mail(1), b"Received: from relay\r\n" + mail(1)), POLICY)
+    assert [(o.status, o.kind) for o in outcomes] == [("stored", "new_ticket"), ("duplicate", "new_ticket")]
+    assert len(rows(store, Ticket)) == 1 and len(rows(store, OutboxMail)) == 1
+    [first] = rows(store, Message)
+    [duplicate] = [e for e in rows(store, Event) if e.kind == "duplicate"]
+    assert (duplicate.message_id, duplicate.ticket_id) == (first.id, first.ticket_id)
+    assert "INBOX UID 2" in duplicate.detail and "first read as INBOX UID 1" in duplicate.detail
+
+
+def test_a_reply_to_a_mail_earlier_in_the_batch_joins_its_ticket(store):
+    store.record_mail("INBOX", 7, 1, mail(1, sender="old@acme.example"), T0, POLICY)  # SUP-000001
+    forgot = mail(3, extra="In-Reply-To: <m2@acme.example>\r\n")  # "forgot the attachment"
+    tagged = mail(4, sender="bob@acme.example", subject="Re: [SUP-000002] Help")
+    outcomes = store.record_batch("INBOX", 7, batch_of(mail(2), forgot, tagged, first_uid=2), POLICY)
+    assert [(o.kind, o.ticket_reference, o.queued) for o in outcomes] == [
+        ("new_ticket", "SUP-000002", 1), ("followup", "SUP-000002", 0), ("followup", "SUP-000002", 0)]
+    ticket = {t.reference: t.id for t in rows(store, Ticket)}["SUP-000002"]
+    assert [m.ticket_id for m in rows(store, Message) if m.uid in (2, 3, 4)] == [ticket] * 3
+
+
+def test_the_rate_limit_counts_acks_queued_earlier_in_the_batch(store):
+    store.record_mail("INBOX", 7, 1, mail(1), T0, POLICY)  # one ack already sent this hour
+    outcomes = store.record_batch("INBOX", 7, batch_of(*(mail(n) for n in range(2, 6)), first_uid=2), POLICY)
+    assert [o.queued for o in outcomes] == [1, 1, 0, 0]  # limit 3 per hour
+    assert [t.reference for t in rows(store, Ticket)] == [f"SUP-{n:06d}" for n in range(1, 6)]
+
+
+def test_references_beyond_one_query_are_all_looked_up(store):
+    store.record_mail("INBOX", 7, 1, mail(1), T0, POLICY)
+    [ack] = rows(store, OutboxMail)
+    noise = " ".join(f"<n{i}@elsewhere.example>" for i in range(1200))
+    reply = mail(2, extra=f"References: {noise} {ack.message_id}\r\n")  # ours comes last
+    outcome = store.record_mail("INBOX", 7, 2, reply, T0, POLICY)
+    assert (outcome.kind, outcome.ticket_reference) == ("followup", "SUP-000001")
