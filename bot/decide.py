@@ -7,12 +7,15 @@ what makes `check`, the demo and replay faithful to production.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from bot.mailparse import ParsedMail, UnparseableMail, parse
 from bot.mailthread import ThreadView, find_ticket
+
+log = logging.getLogger(__name__)
 
 # Decision kinds.
 NEW_TICKET = "new_ticket"
@@ -71,11 +74,15 @@ class Reading:
 
 
 def read(raw: bytes) -> Reading:
+    """Never raises: a mail that even breaks the parser is quarantined, not lost."""
     digest = hashlib.sha256(raw).hexdigest()
     try:
         return Reading(digest, parse(raw))
     except UnparseableMail as error:
         return Reading(digest, None, f"unparseable: {error.reason}")
+    except Exception as error:  # noqa: BLE001 - a parser bug on hostile input
+        log.exception("mail with SHA-256 %s broke the parser", digest)
+        return Reading(digest, None, f"processing failed: {type(error).__name__}: {error}")
 
 
 @dataclass(frozen=True)

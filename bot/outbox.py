@@ -27,6 +27,13 @@ log = logging.getLogger(__name__)
 
 OUTBOX, TICKETS, EVENTS = OutboxMail.__table__, Ticket.__table__, Event.__table__
 
+_RECORD_RESULT = sa.update(OUTBOX).where(OUTBOX.c.id == sa.bindparam("row_id")).values(
+    status=sa.bindparam("result"), attempts=OUTBOX.c.attempts + 1, last_error=sa.bindparam("error"),
+    sent_at=sa.bindparam("sent"), claimed_until=None)
+_NOTE_ACKNOWLEDGED = sa.update(TICKETS).where(
+    TICKETS.c.id == sa.bindparam("ticket"), TICKETS.c.acknowledged_at.is_(None)).values(
+    acknowledged_at=sa.bindparam("at"))
+
 # Automatic answers go out with a null envelope sender so that bounces never loop (RFC 3834 §3.3).
 AUTOMATIC_PURPOSES = frozenset({"ack"})
 
@@ -145,17 +152,14 @@ class Outbox:
         return renewed.rowcount > 0
 
     def _finish(self, row: OutboxMail, status: str, error: str = "") -> None:
-        """Record one result at once (Core statements: this runs once per mail)."""
+        """Record one result at once (prepared statements: this runs once per mail)."""
         now = self.clock.now()
         detail = f"{row.purpose} to {row.recipient}, {row.message_id}" + (f": {error}" if error else "")
         with self.engine.begin() as db:
-            db.execute(sa.update(OUTBOX).where(OUTBOX.c.id == row.id).values(
-                status=status, attempts=OUTBOX.c.attempts + 1, last_error=error[:2000],
-                sent_at=now if status == "sent" else None, claimed_until=None))
+            db.execute(_RECORD_RESULT, dict(row_id=row.id, result=status, error=error[:2000],
+                                            sent=now if status == "sent" else None))
             if status == "sent" and row.purpose == "ack" and row.ticket_id:
-                db.execute(sa.update(TICKETS).where(TICKETS.c.id == row.ticket_id,
-                                                    TICKETS.c.acknowledged_at.is_(None))
-                           .values(acknowledged_at=now))
+                db.execute(_NOTE_ACKNOWLEDGED, dict(ticket=row.ticket_id, at=now))
             db.execute(sa.insert(EVENTS), dict(at=now, ticket_id=row.ticket_id, message_id=None,
                                                kind=f"mail_{status}", detail=detail))
 

@@ -176,10 +176,11 @@ class Store:
         Safe to call twice for the same mails. Database outages propagate: nothing commits
         and the caller marks nothing.
         """
+        readings = [d.read(mail.raw) for mail in mails]  # pure and the slowest part: before the lock
         with Session(self.engine) as session:
             db = session.connection()
             known = self._recorded_uids(db, folder, uidvalidity, [m.uid for m in mails])
-            fresh = [mail for mail in mails if mail.uid not in known]
+            fresh = [(mail, reading) for mail, reading in zip(mails, readings) if mail.uid not in known]
             try:
                 with session.begin_nested():
                     recorded = self._record(db, folder, uidvalidity, fresh, policy)
@@ -188,11 +189,11 @@ class Store:
             except Exception as error:  # noqa: BLE001 - find the mail that caused it
                 log.info("%s: batch failed (%s: %s); recording mail by mail",
                          folder, type(error).__name__, error)
-                recorded = [self._record_guarded(session, folder, uidvalidity, mail, policy)
-                            for mail in fresh]
+                recorded = [self._record_guarded(session, folder, uidvalidity, mail, reading, policy)
+                            for mail, reading in fresh]
             self._note_last_uid(db, folder, max(mail.uid for mail in mails))
             session.commit()
-        outcomes = dict(zip((mail.uid for mail in fresh), recorded))
+        outcomes = dict(zip((mail.uid for mail, _ in fresh), recorded))
         return [outcomes.get(mail.uid, Outcome("known", "")) for mail in mails]
 
     def record_mail(self, folder: str, uidvalidity: int, uid: int, raw: bytes,
@@ -201,17 +202,17 @@ class Store:
         return self.record_batch(folder, uidvalidity, [FetchedMail(uid, received_at, raw)], policy)[0]
 
     def _record_guarded(self, session: Session, folder: str, uidvalidity: int,
-                        mail: FetchedMail, policy: d.Policy) -> Outcome:
+                        mail: FetchedMail, reading: d.Reading, policy: d.Policy) -> Outcome:
         db = session.connection()
         try:
             try:
                 with session.begin_nested():
-                    return self._record(db, folder, uidvalidity, [mail], policy)[0]
+                    return self._record(db, folder, uidvalidity, [(mail, reading)], policy)[0]
             except IntegrityError:
                 # Another instance committed the same Message-ID between our read and our
                 # write; the second attempt sees it and records a duplicate.
                 with session.begin_nested():
-                    return self._record(db, folder, uidvalidity, [mail], policy)[0]
+                    return self._record(db, folder, uidvalidity, [(mail, reading)], policy)[0]
         except OperationalError:
             raise
         except Exception as error:  # noqa: BLE001 - never lose a mail: quarantine it
@@ -220,18 +221,17 @@ class Store:
                 return self._quarantine(db, folder, uidvalidity, mail,
                                         f"processing failed: {type(error).__name__}: {error}")
 
-    def _record(self, db: sa.Connection, folder: str, uidvalidity: int, mails: list[FetchedMail],
-                policy: d.Policy) -> list[Outcome]:
+    def _record(self, db: sa.Connection, folder: str, uidvalidity: int,
+                mails: list[tuple[FetchedMail, d.Reading]], policy: d.Policy) -> list[Outcome]:
         """Decide each mail against what the database and the earlier mails say; write all."""
         if not mails:
             return []
         first = number = self._ticket_number(db)  # first: later reads see what others committed
-        readings = [d.read(mail.raw) for mail in mails]
-        since = min(mail.internaldate for mail in mails) - d.RATE_WINDOW
-        view = SliceView.load(db, readings, since, policy.reference_prefix)
+        since = min(mail.internaldate for mail, _ in mails) - d.RATE_WINDOW
+        view = SliceView.load(db, [reading for _, reading in mails], since, policy.reference_prefix)
         rows = _Rows()
         outcomes = []
-        for mail, reading in zip(mails, readings):
+        for mail, reading in mails:
             decision = d.decide(reading, mail.internaldate, view, policy)
             original = view.originals.get(decision.message_key)
             if original:

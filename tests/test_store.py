@@ -244,3 +244,19 @@ def test_references_beyond_one_query_are_all_looked_up(store):
     reply = mail(2, extra=f"References: {noise} {ack.message_id}\r\n")  # ours comes last
     outcome = store.record_mail("INBOX", 7, 2, reply, T0, POLICY)
     assert (outcome.kind, outcome.ticket_reference) == ("followup", "SUP-000001")
+
+
+def test_a_mail_that_breaks_the_parser_is_quarantined_and_the_batch_goes_on(store, monkeypatch):
+    real_parse = d.parse
+
+    def parser_with_a_bug(raw: bytes):
+        if b"BOOM" in raw:
+            raise RecursionError("maximum recursion depth exceeded")
+        return real_parse(raw)
+
+    monkeypatch.setattr(d, "parse", parser_with_a_bug)
+    batch = batch_of(mail(1), mail(2, extra="X-Trigger: BOOM\r\n", sender="b@acme.example"), mail(3, "c@acme.example"))
+    outcomes = store.record_batch("INBOX", 7, batch, POLICY)
+    assert [o.kind for o in outcomes] == ["new_ticket", "quarantined", "new_ticket"]
+    [quarantined] = [m for m in rows(store, Message) if m.kind == "quarantined"]
+    assert quarantined.uid == 2 and quarantined.reason.startswith("processing failed: RecursionError")
