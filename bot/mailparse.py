@@ -420,6 +420,9 @@ def _own_words(body: str) -> str:
     while i < len(lines):
         if lines[i].startswith(">"):  # quoted: dropped, and never a cut marker
             i += 1
+        elif _plain(lines, i):  # most lines: one regex and no function calls further down
+            kept.append(lines[i])
+            i += 1
         elif _is_cut(lines, i):
             break
         elif n := _attribution(lines, i):
@@ -430,6 +433,16 @@ def _own_words(body: str) -> str:
             kept.append(lines[i])
             i += 1
     return _tidy(kept)
+
+
+def _plain(lines: list[str], i: int) -> bool:
+    """Neither a cut nor an attribution, by necessary conditions: every cut line starts with
+    one of _CUT_START's words or marks, and an attribution ends (on this or the next line)
+    with a colon."""
+    line = lines[i]
+    if _CUT_START.match(line) or line.rstrip().endswith(":"):
+        return False
+    return i + 1 == len(lines) or not lines[i + 1].rstrip().endswith(":")
 
 
 def _is_cut(lines: list[str], i: int) -> bool:
@@ -701,3 +714,6 @@ _CUTS = (
     r")(\s*<[^<>]*>)?",  # Outlook mobile appends its link: "Get Outlook for iOS<https://...>"
 )
 _CUT_LINE = re.compile("|".join(_CUTS), re.I)
+# What every line that _is_cut accepts begins with, after blanks: "--" and rules, a "*"
+# (bold Outlook headers), the sign-off words of _CUTS, "From"/"De" of a header block.
+_CUT_START = re.compile(r"\s*(-|\*|sent|envoy|get|obtenir|from|de)", re.I)
