@@ -9,8 +9,12 @@ from alembic.runtime.migration import MigrationContext
 from sqlmodel import SQLModel
 
 import bot.models  # noqa: F401
-from bot.database import (SchemaOutdated, alembic_config, current_revision, head_revision,
+from bot.database import (SCHEMA_REVISION, SchemaOutdated, alembic_config, current_revision, head_revision,
                           make_engine, require_current_schema, upgrade)
+
+
+def test_the_revision_the_service_requires_is_alembics_head():
+    assert SCHEMA_REVISION == head_revision()
 
 
 def test_models_and_migrations_do_not_drift(db_url):
