@@ -61,6 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     run = _command(sub, "run", "run the service until SIGTERM/SIGINT", _run)
     run.add_argument("--role", choices=("all", "ingest", "deliver"), default="all",
                      help="run both jobs (default), or only reading mail, or only sending it")
+    run.add_argument("--single-process", action="store_true",
+                     help="with --role all: both jobs in one process (less memory, slower); "
+                          "by default they run as two processes")
 
     db = _group(sub, "db", "database schema")
     _command(db, "upgrade", "apply the migrations in db/", _db_upgrade)
@@ -128,7 +131,17 @@ def _init(args) -> int:
 
 def _run(args) -> int:
     from bot.service import Service
-    Service(_settings(args, secrets=True), role=args.role).run_forever()
+    from bot.supervise import WAKE_FD_ENV, run_roles
+    settings = _settings(args, secrets=True)  # a bad file fails here, once, before any child
+    if args.role == "all" and not args.single_process:
+        engine = make_engine(settings.database.url)  # each child checks too; one message is enough
+        try:
+            require_current_schema(engine, f"supportbot db upgrade --config {args.config}")
+        finally:
+            engine.dispose()
+        return run_roles(str(settings.path or args.config), args.verbose)
+    wake_fd = os.environ.get(WAKE_FD_ENV)
+    Service(settings, role=args.role, wake_fd=int(wake_fd) if wake_fd else None).run_forever()
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 
 from bot import decide as d
 from bot.mailbox import Mailbox
@@ -34,8 +35,10 @@ class IngestReport:
 
 
 class Ingestor:
-    def __init__(self, store: Store, policy: d.Policy, folder: str, batch_size: int = 50) -> None:
+    def __init__(self, store: Store, policy: d.Policy, folder: str, batch_size: int = 50,
+                 on_queued: Callable[[], None] = lambda: None) -> None:
         self.store, self.policy, self.folder, self.batch_size = store, policy, folder, batch_size
+        self.on_queued = on_queued  # called after each commit that queued mail: wakes delivery
 
     def drain(self, mailbox: Mailbox, stop: threading.Event | None = None) -> IngestReport:
         """Read every pending mail once. `stop` is honoured between slices, so a shutdown
@@ -54,6 +57,9 @@ class Ingestor:
         return report
 
     def _commit_and_mark(self, mailbox: Mailbox, uidvalidity: int, mails, report: IngestReport) -> None:
-        for outcome in self.store.record_batch(self.folder, uidvalidity, mails, self.policy):
+        outcomes = self.store.record_batch(self.folder, uidvalidity, mails, self.policy)
+        for outcome in outcomes:
             report.add(outcome)
+        if any(outcome.queued for outcome in outcomes):
+            self.on_queued()
         mailbox.mark_processed([mail.uid for mail in mails])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 from datetime import datetime, timezone
@@ -54,12 +55,16 @@ ROLES = ("all", "ingest", "deliver")
 
 class Service:
     """`role` picks the jobs: both (the default), or one of them, so that ingest and delivery
-    can run as two processes (each on its own core) against one database."""
+    can run as two processes (each on its own core) against one database. `wake_fd` joins
+    such a pair (bot/supervise.py): ingest writes a byte to it when it queued mail, delivery
+    reads it and sends at once."""
 
-    def __init__(self, settings: Settings, clock: Clock | None = None, role: str = "all") -> None:
+    def __init__(self, settings: Settings, clock: Clock | None = None, role: str = "all",
+                 wake_fd: int | None = None) -> None:
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         self.role = role
+        self.wake_fd = wake_fd
         self.settings = settings
         self.clock = clock or SystemClock()
         self.engine = make_engine(settings.database.url)
@@ -78,7 +83,7 @@ class Service:
                              RetryPolicy(o.max_attempts, o.retry_base_seconds, o.retry_max_seconds),
                              o.redirect_all_to, o.batch_size)
         self.ingestor = Ingestor(self.store, decision_policy(settings), settings.imap.inbox,
-                                 settings.imap.batch_size)
+                                 settings.imap.batch_size, on_queued=self.wake_delivery)
         self.mailbox = Mailbox(settings.imap)
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
         self._ingest_thread = threading.Thread(target=self._ingest_loop, name="ingest", daemon=True)
@@ -96,6 +101,8 @@ class Service:
                                    seconds=self.settings.outbox.poll_seconds, max_instances=2,
                                    coalesce=True, next_run_time=datetime.now(timezone.utc))
             self.scheduler.start()
+            if self.wake_fd is not None:
+                threading.Thread(target=self._wait_for_wakes, name="wake", daemon=True).start()
         if self.role in ("all", "ingest"):
             self._ingest_thread.start()
         log.info("supportbot started (%s): %s as %s", self.role, self.settings.imap.host,
@@ -141,9 +148,32 @@ class Service:
             self._delivering.release()
 
     def wake_delivery(self) -> None:
+        """Have queued mail sent now, by this process or by the delivery process."""
+        if self.role == "ingest":
+            if self.wake_fd is not None:
+                self._wake_other_process()
+            return
         self._deliver_again.set()
         if self.scheduler.running:
             self.scheduler.modify_job("deliver", next_run_time=datetime.now(timezone.utc))
+
+    def _wake_other_process(self) -> None:
+        try:
+            os.set_blocking(self.wake_fd, False)
+            os.write(self.wake_fd, b"!")
+        except BlockingIOError:
+            pass  # the pipe is full: delivery has wake-ups waiting already
+        except OSError as error:  # delivery is gone; its own polling or the parent takes over
+            log.warning("cannot wake the delivery process: %s", error)
+
+    def _wait_for_wakes(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                if not os.read(self.wake_fd, 512):
+                    return  # ingest has ended; the outbox is still polled
+            except OSError:
+                return
+            self.wake_delivery()
 
     def _ingest_loop(self) -> None:
         delay = 1.0
@@ -154,8 +184,6 @@ class Service:
                 report = self.ingestor.drain(self.mailbox, self.stop_event)
                 if report.read:
                     log.info("inbox: read %d mail(s) %s", report.read, report.outcomes)
-                if report.queued:
-                    self.wake_delivery()
                 delay = 1.0
                 self.mailbox.wait_for_mail(self.settings.imap.poll_seconds, self.stop_event)
             except (IMAPClientError, OSError, OperationalError) as error:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -89,3 +94,25 @@ def customer_mail(n: int, sender: str | None = None) -> bytes:
             f"Subject: Request number {n}\r\nMessage-ID: <req-{n}@acme.example>\r\n"
             f"Date: Mon, 23 Nov 2026 09:00:00 +0100\r\nContent-Type: text/plain; charset=utf-8\r\n"
             f"\r\nHello, this is request {n}. Our instance does not answer.\r\n").encode()
+
+
+class Running:
+    """`supportbot run` in a child process, its output collected as it comes."""
+
+    def __init__(self, config, dovecot, *options: str) -> None:
+        env = dict(os.environ, SUPPORTBOT_IMAP_PASSWORD=dovecot.password)
+        self.process = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--config", str(config), *options],
+                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
+        self._reader.start()
+
+    def wait_started(self) -> None:
+        wait_until(lambda: any("supportbot started" in line for line in self.lines), timeout=30,
+                   what="the service to start")
+
+    def terminate(self) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=30)
+        self._reader.join(timeout=5)
+        return code, "".join(self.lines)

@@ -7,44 +7,17 @@ mail at the SMTP server, every mail eventually marked. Then SIGTERM stops it cle
 from __future__ import annotations
 
 import collections
-import os
 import random
-import signal
-import subprocess
-import sys
-import threading
 import time
 
 from sqlmodel import Session, select
 
 from bot.database import make_engine, upgrade
 from bot.models import Message, OutboxMail, Ticket
-from helpers import customer_mail, settings_for, unmarked, wait_until, write_config
+from helpers import Running, customer_mail, settings_for, unmarked, wait_until, write_config
 
 MAILS = 300
 KILLS = 6
-
-
-class Running:
-    """`supportbot run` in a child process, its output collected as it comes."""
-
-    def __init__(self, config, dovecot) -> None:
-        env = dict(os.environ, SUPPORTBOT_IMAP_PASSWORD=dovecot.password)
-        self.process = subprocess.Popen([sys.executable, "-m", "bot.cli", "run", "--config", str(config)],
-                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
-        self._reader.start()
-
-    def wait_started(self) -> None:
-        wait_until(lambda: any("supportbot started" in line for line in self.lines), timeout=30,
-                   what="the service to start")
-
-    def terminate(self) -> tuple[int, str]:
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=30)
-        self._reader.join(timeout=5)
-        return code, "".join(self.lines)
 
 
 def test_sigkill_while_draining_loses_and_doubles_nothing(tmp_path, dovecot, smtp_sink, db_url):

@@ -11,11 +11,12 @@
    (distinct senders, at most 3 mails each so the ack rate limit never applies; plain,
    multipart/alternative with HTML, quoted replies, small attachments; 2-30 KB). Each mail's
    INTERNALDATE is set explicitly to the wall-clock second of its APPEND.
-3. Runs the real service (bot.service.Service) in a child process, so that the peak RSS
-   reported is the service's own, until the sink has accepted N acknowledgements and no
+3. Runs the real service (bot.service.Service) as `supportbot run` does: ingest and
+   delivery as two child processes joined by a wake-up pipe (--one-process: both roles in
+   one), so that the peak RSS reported (the sum over the processes) is the service's own, until the sink has accepted N acknowledgements and no
    mail is left unmarked; then stops it (SIGTERM-equivalent: Service.stop()).
 4. Prints throughput, latency from INTERNALDATE to the sink's acceptance of the ack
-   (matched by the ack's In-Reply-To), and the child's peak RSS (ru_maxrss).
+   (matched by the ack's In-Reply-To), and the service's peak RSS (ru_maxrss, summed).
 5. Runs "the limit": a plain imapclient + aiosmtplib loop that only fetches the same mails
    (UID SEARCH ALL, UID FETCH INTERNALDATE BODY.PEEK[] in batches) and sends one small mail
    per fetched mail over one SMTP connection; prints our throughput as a fraction of it.
@@ -36,6 +37,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
 import random
 import re
 import resource
@@ -304,7 +306,7 @@ def child_main(spec_path: str) -> int:
     from bot.service import Service
 
     settings = load_settings(Path(spec["config"]), env={"SUPPORTBOT_IMAP_PASSWORD": spec["password"]})
-    service = Service(settings, role=spec.get("role", "all"))
+    service = Service(settings, role=spec.get("role", "all"), wake_fd=spec.get("wake_fd"))
     emit(event="ready", rss_kb=_vm("VmRSS"))
     if sys.stdin.readline().strip() != "start":
         return 1
@@ -325,7 +327,7 @@ class Child:
     """The service process, driven over stdin/stdout JSON lines."""
 
     def __init__(self, spec: dict, workdir: Path, profile: str | None, profile_idle: bool = False,
-                 name: str = "child") -> None:
+                 name: str = "child", pass_fds: tuple[int, ...] = ()) -> None:
         spec_path = workdir / f"{name}.json"
         spec_path.write_text(json.dumps(spec))
         self.log_path = workdir / f"{name}.log"
@@ -336,11 +338,11 @@ class Child:
                 raise SystemExit("--profile needs py-spy: pip install py-spy")
             fmt = {".svg": "flamegraph", ".json": "speedscope", ".txt": "raw"}.get(Path(profile).suffix, "raw")
             cmd = [py_spy, "record", *(["--idle"] if profile_idle else []), "--threads",
-                   "--rate", "100", "--format", fmt,
+                   "--rate", "200", "--format", fmt,
                    "--output", str(Path(profile).resolve()), "--", *cmd]
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._log, cwd=workdir, text=True, bufsize=1)
+                                     stderr=self._log, cwd=workdir, text=True, bufsize=1, pass_fds=pass_fds)
 
     def read(self, expected: str, timeout: float) -> dict:
         result: dict = {}
@@ -479,19 +481,25 @@ def run(args: argparse.Namespace) -> int:
         config = write_config(workdir, dovecot, sink, db_url,
                               imap={"batch_size": args.batch, "poll_seconds": 5},
                               smtp={"timeout": 30},
-                              outbox={"batch_size": args.batch, "poll_seconds": 0.05})
-        roles = ("ingest", "deliver") if args.split else ("all",)
-        children = [Child({"config": str(config), "password": dovecot.password, "role": role}, workdir,
-                          args.profile if role != "deliver" else None, args.profile_idle, name=f"child-{role}")
+                              outbox={"batch_size": args.batch})  # shipped poll: wake-ups do the work
+        # As `supportbot run` does (bot/supervise.py): two roles joined by a wake-up pipe.
+        wake = dict(zip(("deliver", "ingest"), os.pipe())) if not args.one_process else {}
+        roles = ("all",) if args.one_process else ("ingest", "deliver")
+        children = [Child({"config": str(config), "password": dovecot.password, "role": role,
+                           "wake_fd": wake.get(role)}, workdir,
+                          args.profile if role != "deliver" else None, args.profile_idle,
+                          name=f"child-{role}", pass_fds=tuple(wake.values()))
                     for role in roles]
+        for fd in wake.values():
+            os.close(fd)
         for child in children:
             stack.callback(child.close)
         readies = [child.read("ready", 60) for child in children]
-        ready = {"rss_kb": max(r["rss_kb"] for r in readies)}
+        ready = {"rss_kb": sum(r["rss_kb"] for r in readies)}
         for child in children:
             child.send("start")
         t0 = min(child.read("started", 60)["t0"] for child in children)
-        say("service started" + (" as two processes (ingest, deliver)" if args.split else ""))
+        say("service started" + (" in one process" if args.one_process else " as two processes (ingest, deliver)"))
         any_died = lambda: any(c.proc.poll() is not None for c in children)  # noqa: E731
 
         # -- wait for N acks, then for an empty inbox (marking follows each batch's commit)
@@ -528,7 +536,9 @@ def run(args: argparse.Namespace) -> int:
             if child.proc.returncode or not stopped["maxrss_kb"]:
                 say(f"service child exited with {child.proc.returncode}; log tail:\n{child.tail()}")
             results.append(stopped)
-        stopped = {"maxrss_kb": max(r["maxrss_kb"] for r in results),
+        # Summed: the processes run side by side (an upper bound: their peaks may not coincide).
+        stopped = {"maxrss_kb": sum(r["maxrss_kb"] for r in results),
+                   "per_process": [r["maxrss_kb"] for r in results],
                    "cpu_user": sum(r["cpu_user"] for r in results),
                    "cpu_sys": sum(r["cpu_sys"] for r in results),
                    "stop_seconds": max(r["stop_seconds"] for r in results)}
@@ -575,8 +585,9 @@ def run(args: argparse.Namespace) -> int:
           f"p99 {percentile(latencies, .99):7.2f} s   (includes the backlog wait)")
     print(f"  latency service start -> ack accepted: p50 {percentile(since_start, .5):7.2f} s   "
           f"p99 {percentile(since_start, .99):7.2f} s")
-    print(f"  service peak RSS (child ru_maxrss):    {rss / 1024:8.1f} MB   "
-          f"(after imports + Service(): {ready['rss_kb'] / 1024:.1f} MB)")
+    print(f"  service peak RSS (sum over processes): {rss / 1024:8.1f} MB   "
+          f"({' + '.join(f'{kb / 1024:.1f}' for kb in stopped['per_process'])}; "
+          f"after imports + Service(): {ready['rss_kb'] / 1024:.1f} MB)")
     print(f"  service CPU (child user+sys):          {stopped['cpu_user'] + stopped['cpu_sys']:8.1f} s   "
           f"({stopped['cpu_user']:.1f} user, {stopped['cpu_sys']:.1f} sys; stop took {stopped['stop_seconds']:.2f} s)")
     print(f"  database: messages {summary['messages']}, outbox {summary['outbox']}, "
@@ -608,8 +619,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(.svg flamegraph, .json speedscope, else raw collapsed stacks)")
     parser.add_argument("--profile-idle", action="store_true",
                         help="with --profile: also sample waiting threads (wall time, not CPU)")
-    parser.add_argument("--split", action="store_true",
-                        help="run ingest and delivery as two processes (supportbot run --role)")
+    parser.add_argument("--one-process", action="store_true",
+                        help="run both jobs in one process (supportbot run --single-process); "
+                             "by default ingest and delivery are two processes, as supportbot run does")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (config, db, child log)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
