@@ -10,19 +10,20 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from imapclient.exceptions import IMAPClientError
-
-from bot.clock import SystemClock
-from bot.config import LocatedError, Settings, load_settings
-from bot.database import SchemaOutdated, make_engine, require_current_schema, upgrade
-from bot.mailbox import MailboxError
-from bot.outbox import retry_mail
-from bot.reports import outbox_lines, ticket_lines, ticket_report
-from bot.resources import shipped_dir
+# Only the standard library at the top: each command imports what it needs, so that
+# `supportbot --help` or `init` does not load the database and mail stacks.
 
 DEFAULT_CONFIG = os.environ.get("SUPPORTBOT_CONFIG", "supportbot.toml")
-# Expected failures print one line; anything else is a bug and keeps its traceback.
-EXPECTED_ERRORS = (LocatedError, SchemaOutdated, MailboxError, IMAPClientError, OSError)
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """Failures that print one line; anything else is a bug and keeps its traceback."""
+    from imapclient.exceptions import IMAPClientError
+
+    from bot.config import LocatedError
+    from bot.database import SchemaOutdated
+    from bot.mailbox import MailboxError
+    return (UsageError, LocatedError, SchemaOutdated, MailboxError, IMAPClientError, OSError)
 
 
 class UsageError(Exception):
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return args.handler(args) or 0
-    except (UsageError, *EXPECTED_ERRORS) as error:
+    except expected_errors() as error:
         print(f"supportbot: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -95,13 +96,15 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
                         help=f"deployment file (default: {DEFAULT_CONFIG}, or $SUPPORTBOT_CONFIG)")
 
 
-def _settings(args, secrets: bool = False) -> Settings:
+def _settings(args, secrets: bool = False):
+    from bot.config import load_settings
     if not args.config.is_file():
         raise UsageError(f"{args.config}: no such file (create one with: supportbot init DIR)")
     return load_settings(args.config, require_secrets=secrets)
 
 
 def _engine(args):
+    from bot.database import make_engine, require_current_schema
     engine = make_engine(_settings(args).database.url)
     require_current_schema(engine, f"supportbot db upgrade --config {args.config}")
     return engine
@@ -115,6 +118,7 @@ def _demo(args) -> int:
 
 
 def _init(args) -> int:
+    from bot.resources import shipped_dir
     target: Path = args.directory
     config = target / "supportbot.toml"
     if config.exists():
@@ -130,6 +134,7 @@ def _init(args) -> int:
 
 
 def _run(args) -> int:
+    from bot.database import make_engine, require_current_schema
     from bot.service import Service
     from bot.supervise import WAKE_FD_ENV, run_roles
     settings = _settings(args, secrets=True)  # a bad file fails here, once, before any child
@@ -146,6 +151,7 @@ def _run(args) -> int:
 
 
 def _db_upgrade(args) -> int:
+    from bot.database import upgrade
     url = _settings(args).database.url
     upgrade(url)
     print(f"database is at the current schema ({_redact(url)})")
@@ -158,11 +164,13 @@ def _redact(url: str) -> str:
 
 
 def _tickets_list(args) -> int:
+    from bot.reports import ticket_lines
     print("\n".join(ticket_lines(_engine(args), args.status)))
     return 0
 
 
 def _tickets_show(args) -> int:
+    from bot.reports import ticket_report
     lines = ticket_report(_engine(args), args.reference)
     if lines is None:
         raise UsageError(f"no ticket {args.reference}")
@@ -171,11 +179,14 @@ def _tickets_show(args) -> int:
 
 
 def _outbox_list(args) -> int:
+    from bot.reports import outbox_lines
     print("\n".join(outbox_lines(_engine(args))))
     return 0
 
 
 def _outbox_retry(args) -> int:
+    from bot.clock import SystemClock
+    from bot.outbox import retry_mail
     row = retry_mail(_engine(args), SystemClock(), args.id)
     if row is None:
         raise UsageError(f"no outgoing mail {args.id}")

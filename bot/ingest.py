@@ -50,16 +50,22 @@ class Ingestor:
         pending = mailbox.pending_uids()
         for start in range(0, len(pending), self.batch_size):
             for chunk in mailbox.fetch_chunks(pending[start:start + self.batch_size]):
+                committed = []
                 for first in range(0, len(chunk), COMMIT_EVERY):
                     if stop.is_set():
-                        return report
-                    self._commit_and_mark(mailbox, uidvalidity, chunk[first:first + COMMIT_EVERY], report)
+                        break
+                    committed += self._commit(uidvalidity, chunk[first:first + COMMIT_EVERY], report)
+                # One STORE per chunk, after its commits. Should anything fail before it, the
+                # committed mails are read again and known: nothing is lost or doubled.
+                mailbox.mark_processed(committed)
+                if stop.is_set():
+                    return report
         return report
 
-    def _commit_and_mark(self, mailbox: Mailbox, uidvalidity: int, mails, report: IngestReport) -> None:
+    def _commit(self, uidvalidity: int, mails, report: IngestReport) -> list[int]:
         outcomes = self.store.record_batch(self.folder, uidvalidity, mails, self.policy)
         for outcome in outcomes:
             report.add(outcome)
         if any(outcome.queued for outcome in outcomes):
             self.on_queued()
-        mailbox.mark_processed([mail.uid for mail in mails])
+        return [mail.uid for mail in mails]

@@ -82,6 +82,11 @@ class Outbox:
 
     async def _deliver_batch(self, channel: Channel, report: DeliveryReport) -> bool:
         rows = self._claim_batch()
+        with self.engine.connect() as db:  # one connection for the batch's results
+            return await self._send_batch(channel, rows, db, report)
+
+    async def _send_batch(self, channel: Channel, rows: list[OutboxMail], db: sa.Connection,
+                          report: DeliveryReport) -> bool:
         renew_at = self.clock.now() + self._lease / 2
         for position, row in enumerate(rows):
             if self.clock.now() >= renew_at:
@@ -91,7 +96,7 @@ class Outbox:
             try:
                 await channel.send(self._envelope_from(row), self._recipients(row), row.raw)
             except PermanentFailure as error:
-                self._finish(row, "failed", str(error))
+                self._finish(db, row, "failed", str(error))
                 report.failed += 1
             except ConnectionLost as error:
                 self._release(row, str(error), rows[position + 1:])
@@ -101,7 +106,7 @@ class Outbox:
                 self._release(row, str(error), [])
                 report.retrying += 1
             else:
-                self._finish(row, "sent")
+                self._finish(db, row, "sent")
                 report.sent += 1
         return len(rows) == self.batch_size
 
@@ -151,11 +156,11 @@ class Outbox:
                 claimed_until=self.clock.now() + self._lease))
         return renewed.rowcount > 0
 
-    def _finish(self, row: OutboxMail, status: str, error: str = "") -> None:
+    def _finish(self, db: sa.Connection, row: OutboxMail, status: str, error: str = "") -> None:
         """Record one result at once (prepared statements: this runs once per mail)."""
         now = self.clock.now()
         detail = f"{row.purpose} to {row.recipient}, {row.message_id}" + (f": {error}" if error else "")
-        with self.engine.begin() as db:
+        with db.begin():
             db.execute(_RECORD_RESULT, dict(row_id=row.id, result=status, error=error[:2000],
                                             sent=now if status == "sent" else None))
             if status == "sent" and row.purpose == "ack" and row.ticket_id:

@@ -133,19 +133,19 @@ class Service:
     def deliver_once(self) -> None:
         """Deliver until nothing is due. A run that starts while another is delivering only
         asks that one to look again, so wake-ups are never lost and never pile up."""
-        if not self._delivering.acquire(blocking=False):
-            self._deliver_again.set()
-            return
-        try:
-            while True:
+        while self._delivering.acquire(blocking=False):
+            try:
                 self._deliver_again.clear()
                 report = asyncio.run(self.outbox.deliver_due())
                 if report.sent or report.failed or report.uncertain:
                     log.info("outbox: %s", report)
-                if not self._deliver_again.is_set() or self.stop_event.is_set():
-                    return
-        finally:
-            self._delivering.release()
+            finally:
+                self._delivering.release()
+            # Checked after the release, while wake_delivery() sets the flag before it looks
+            # at the lock: one of the two always sees the other, so no wake-up is lost.
+            if not self._deliver_again.is_set() or self.stop_event.is_set():
+                return
+        self._deliver_again.set()
 
     def wake_delivery(self) -> None:
         """Have queued mail sent now, by this process or by the delivery process."""
@@ -154,6 +154,8 @@ class Service:
                 self._wake_other_process()
             return
         self._deliver_again.set()
+        if self._delivering.locked():
+            return  # the delivery under way will look again
         if self.scheduler.running:
             self.scheduler.modify_job("deliver", next_run_time=datetime.now(timezone.utc))
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import threading
 from datetime import datetime, timezone
 
 import pytest
 from sqlmodel import Session, select
 
 from bot.database import upgrade
+from bot.ingest import COMMIT_EVERY
 from bot.models import Message, OutboxMail, Ticket
 from bot.service import Service
 from helpers import count, customer_mail, settings_for, unmarked, wait_until, write_config
@@ -196,3 +198,27 @@ def test_ack_waits_while_smtp_is_down_and_goes_out_when_it_returns(tmp_path, dov
         service.stop()
     assert ack.message["Message-ID"] == row.message_id
     assert count(service.engine, OutboxMail, OutboxMail.status == "sent") == 1
+
+
+def test_a_stop_mid_chunk_marks_exactly_what_was_committed(tmp_path, dovecot, smtp_sink, db_url):
+    total = COMMIT_EVERY * 3
+    for n in range(total):
+        dovecot.append(customer_mail(n))
+    settings = settings_for(write_config(tmp_path, dovecot, smtp_sink, db_url, imap={"batch_size": total}),
+                            dovecot)
+    upgrade(settings.database.url)
+    service = Service(settings)  # not started: the test drives one drain itself
+    stop = threading.Event()
+    service.ingestor.on_queued = stop.set  # stop right after the first slice commits
+    try:
+        service.mailbox.connect()
+        first = service.ingestor.drain(service.mailbox, stop)
+        assert first.read == COMMIT_EVERY
+        assert len(unmarked(dovecot)) == total - COMMIT_EVERY  # the committed slice, no more
+        assert count(service.engine, Ticket) == COMMIT_EVERY
+        rest = service.ingestor.drain(service.mailbox)
+    finally:
+        service.stop()
+    assert rest.read == total - COMMIT_EVERY and rest.outcomes == {"new_ticket": total - COMMIT_EVERY}
+    assert not unmarked(dovecot)
+    assert count(service.engine, Ticket) == total

@@ -487,7 +487,7 @@ def run(args: argparse.Namespace) -> int:
         roles = ("all",) if args.one_process else ("ingest", "deliver")
         children = [Child({"config": str(config), "password": dovecot.password, "role": role,
                            "wake_fd": wake.get(role)}, workdir,
-                          args.profile if role != "deliver" else None, args.profile_idle,
+                          args.profile if role == (args.profile_role or "ingest") or role == "all" else None, args.profile_idle,
                           name=f"child-{role}", pass_fds=tuple(wake.values()))
                     for role in roles]
         for fd in wake.values():
@@ -617,6 +617,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", metavar="FILE", help="run the service under py-spy record "
                         "(.svg flamegraph, .json speedscope, else raw collapsed stacks)")
+    parser.add_argument("--profile-role", choices=("ingest", "deliver"),
+                        help="with --profile and two processes: which one (default ingest)")
     parser.add_argument("--profile-idle", action="store_true",
                         help="with --profile: also sample waiting threads (wall time, not CPU)")
     parser.add_argument("--one-process", action="store_true",
