@@ -451,7 +451,7 @@ class Rules:
 
 
 @dataclass
-class _Source:
+class YamlSource:
     file: str
     root: yaml.Node
 
@@ -477,7 +477,7 @@ def load_rules(directory: Path | None = None) -> Rules:
     severity_file = directory / "severity.yaml"
     if not severity_file.is_file():
         raise RulesError(str(severity_file), None, "", "file not found")
-    severity, severity_source = _load_file(severity_file, SeverityEvidence)
+    severity, severity_source = load_yaml_file(severity_file, SeverityEvidence)
 
     for name, (policy, source) in policies.items():
         if policy.calendar not in calendars:
@@ -499,20 +499,20 @@ def load_rules(directory: Path | None = None) -> Rules:
                  {n: p for n, (p, _) in policies.items()}, severity)
 
 
-def _load_folder(folder: Path, model: type[_Model]) -> dict[str, tuple[Any, _Source]]:
+def _load_folder(folder: Path, model: type[_Model]) -> dict[str, tuple[Any, YamlSource]]:
     files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")) \
         if folder.is_dir() else []
     if not files:
         raise RulesError(str(folder), None, "", "no .yaml files found")
-    loaded: dict[str, tuple[Any, _Source]] = {}
+    loaded: dict[str, tuple[Any, YamlSource]] = {}
     for path in files:
         if path.stem in loaded:
             raise RulesError(str(path), None, "", f"a second file named {path.stem!r}")
-        loaded[path.stem] = _load_file(path, model)
+        loaded[path.stem] = load_yaml_file(path, model)
     return loaded
 
 
-def _load_file(path: Path, model: type[_Model]) -> tuple[Any, _Source]:
+def load_yaml_file(path: Path, model: type[_Model]) -> tuple[Any, YamlSource]:
     file = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -527,10 +527,12 @@ def _load_file(path: Path, model: type[_Model]) -> tuple[Any, _Source]:
             message += f" ({exc.context} started at line {exc.context_mark.line + 1})"
         raise RulesError(file, mark.line + 1 if mark else None, "",
                          f"YAML syntax error: {message}") from None
+    except ValueError:  # a scalar that looks like a date but is none, such as 2026-13-01
+        raise _unreadable_scalar(file, yaml.compose(text, Loader=yaml.SafeLoader)) from None
     if not isinstance(root, yaml.MappingNode):
         raise RulesError(file, root.start_mark.line + 1 if root else None, "",
                          "expected a mapping of keys to values")
-    source = _Source(file, root)
+    source = YamlSource(file, root)
     _check_duplicates(source, root, ())
     try:
         return model.model_validate(data), source
@@ -538,7 +540,25 @@ def _load_file(path: Path, model: type[_Model]) -> tuple[Any, _Source]:
         raise source.first(exc) from None
 
 
-def _check_duplicates(source: _Source, node: yaml.Node, loc: tuple) -> None:
+def _unreadable_scalar(file: str, node: yaml.Node, loc: tuple = ()) -> RulesError:
+    """The error for the first scalar PyYAML cannot build a value from (it says no line)."""
+    if isinstance(node, yaml.ScalarNode):
+        try:
+            yaml.SafeLoader("").construct_object(node, deep=True)
+        except ValueError as error:
+            return RulesError(file, node.start_mark.line + 1, _dotted(loc),
+                              f"{node.value!r} is not a valid date or value ({error})")
+    children = node.value if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) else []
+    for i, child in enumerate(children):
+        key, value = child if isinstance(child, tuple) else (None, child)
+        part = key.value if isinstance(key, yaml.ScalarNode) else i
+        found = _unreadable_scalar(file, value, loc + (part,))
+        if found.line is not None:
+            return found
+    return RulesError(file, None, _dotted(loc), "a value cannot be read")
+
+
+def _check_duplicates(source: YamlSource, node: yaml.Node, loc: tuple) -> None:
     if isinstance(node, yaml.MappingNode):
         seen = set()
         for key, value in node.value:

@@ -219,6 +219,13 @@ def test_yaml_syntax_error(folder):
     assert str(e).startswith(f"{e.file}:{line}: ")
 
 
+def test_an_impossible_date_names_its_line(folder):
+    line = edit(folder, "calendars/kestra.yaml", "extra_closed: []", "extra_closed: [2026-02-30]")
+    e = error(folder)
+    assert (e.file, e.line, e.key) == (str(folder / "calendars/kestra.yaml"), line, "extra_closed[0]")
+    assert "'2026-02-30' is not a valid date" in e.message
+
+
 def test_unknown_key(folder):
     line = edit(folder, "policies/astran-standard.yaml", "contacts: customer_domain",
                 "contact: customer_domain")
