@@ -69,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     db = _group(sub, "db", "database schema")
     _command(db, "upgrade", "apply the migrations in db/", _db_upgrade)
 
+    contracts = _group(sub, "contracts", "customers, contracts and invoices")
+    _command(contracts, "import", "upsert a YAML file of customers or a CSV of invoices",
+             _contracts_import).add_argument("files", nargs="+", type=Path, metavar="FILE")
+    _command(contracts, "list", "one line per contract", _contracts_list)
+    invoices = _group(sub, "invoices", "invoices")
+    pay = _command(invoices, "pay", "record that an invoice was paid", _invoices_pay)
+    pay.add_argument("number")
+    pay.add_argument("--on", type=_day, default=None, metavar="YYYY-MM-DD", help="payment date (default: today)")
+
     tickets = _group(sub, "tickets", "read tickets")
     _command(tickets, "list", "one line per ticket", _tickets_list).add_argument("--status")
     _command(tickets, "show", "a ticket and its audit trail", _tickets_show).add_argument("reference")
@@ -161,6 +170,43 @@ def _db_upgrade(args) -> int:
 def _redact(url: str) -> str:
     from sqlalchemy.engine import make_url
     return make_url(url).render_as_string(hide_password=True)
+
+
+def _day(text: str):
+    from datetime import date
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _contracts_import(args) -> int:
+    from bot.contracts import import_file
+    from bot.rules import load_rules
+    settings = _settings(args)
+    rules, engine = load_rules(settings.bot.rules_path), _engine(args)
+    for path in args.files:
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file")
+        print(f"{path}: {import_file(engine, path, rules)}")
+    return 0
+
+
+def _contracts_list(args) -> int:
+    from bot.contracts import contract_lines
+    print("\n".join(contract_lines(_engine(args))))
+    return 0
+
+
+def _invoices_pay(args) -> int:
+    from datetime import date
+
+    from bot.contracts import pay_invoice
+    on = args.on or date.today()
+    if not pay_invoice(_engine(args), args.number, on):
+        raise UsageError(f"no invoice {args.number}")
+    print(f"invoice {args.number}: paid on {on.isoformat()}")
+    return 0
 
 
 def _tickets_list(args) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Optional
 
 import sqlalchemy as sa
@@ -116,3 +116,59 @@ class Counter(SQLModel, table=True):
     __tablename__ = "counters"
     name: str = Field(primary_key=True, max_length=40)
     value: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+# --- contracts: who may write, under which terms (imported: bot/contracts.py) -------------
+
+
+class Customer(SQLModel, table=True):
+    __tablename__ = "customers"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    key: str = Field(max_length=64, unique=True)  # the operator's name for it, stable across imports
+    name: str = Field(max_length=200)
+    language: Optional[str] = Field(default=None, max_length=8)  # preferred: en, fr
+
+
+class CustomerDomain(SQLModel, table=True):
+    """A mail domain of a customer; its subdomains belong to the customer too."""
+
+    __tablename__ = "customer_domains"
+    domain: str = Field(primary_key=True, max_length=253)
+    customer_id: int = Field(foreign_key="customers.id", index=True)
+
+
+class Contact(SQLModel, table=True):
+    __tablename__ = "contacts"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    address: str = Field(max_length=320, unique=True)  # lower case
+    name: str = Field(default="", max_length=200)
+    role: str = Field(default="", max_length=40)
+    customer_id: int = Field(foreign_key="customers.id", index=True)
+
+
+class Contract(SQLModel, table=True):
+    __tablename__ = "contracts"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    number: str = Field(max_length=64, unique=True)
+    customer_id: int = Field(foreign_key="customers.id", index=True)
+    policy: str = Field(max_length=64)  # a file of rules/policies/, e.g. kestra-enterprise
+    effective_on: date = Field(sa_type=sa.Date)
+    term_months: Optional[int] = None  # None: the policy's renewal term
+    tacit_renewal: Optional[bool] = None  # None: as the policy says
+    notice_months: Optional[int] = None
+    terminated_on: Optional[date] = Field(default=None, sa_type=sa.Date)
+    free_use: bool = False  # a trial or free use period
+    overrides: Optional[dict] = Field(default=None, sa_type=sa.JSON)  # e.g. an Order's Specific Support
+
+
+class Invoice(SQLModel, table=True):
+    __tablename__ = "invoices"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    number: str = Field(max_length=64, unique=True)
+    customer_id: int = Field(foreign_key="customers.id", index=True)
+    contract_id: Optional[int] = Field(default=None, foreign_key="contracts.id", index=True)
+    issued_on: date = Field(sa_type=sa.Date)
+    due_on: date = Field(sa_type=sa.Date)
+    period_start: Optional[date] = Field(default=None, sa_type=sa.Date)  # of the period it bills
+    paid_on: Optional[date] = Field(default=None, sa_type=sa.Date)
+    disputed: bool = False
