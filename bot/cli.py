@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     db = _group(sub, "db", "database schema")
     _command(db, "upgrade", "apply the migrations in db/", _db_upgrade)
 
+    check = _command(sub, "check", "what the bot would decide about one mail, and why (writes nothing)", _check)
+    check.add_argument("mail", type=Path, metavar="MAIL.eml")
+    check.add_argument("--at", type=_moment, default=None, metavar="ISO8601",
+                       help="arrival time (default: now); without a zone, UTC")
+    check.add_argument("--json", action="store_true", help="one JSON object")
+
     contracts = _group(sub, "contracts", "customers, contracts and invoices")
     _command(contracts, "import", "upsert a YAML file of customers or a CSV of invoices",
              _contracts_import).add_argument("files", nargs="+", type=Path, metavar="FILE")
@@ -178,6 +184,31 @@ def _day(text: str):
         return date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _moment(text: str):
+    from datetime import datetime, timezone
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time such as 2026-11-23T09:30+01:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _check(args) -> int:
+    import json
+    from datetime import datetime, timezone
+
+    from bot.check import check_mail, describe
+    from bot.rules import load_rules
+    from bot.service import decision_policy
+    settings = _settings(args)
+    if not args.mail.is_file():
+        raise UsageError(f"{args.mail}: no such file")
+    result = check_mail(_engine(args), load_rules(settings.bot.rules_path), decision_policy(settings),
+                        args.mail.read_bytes(), args.at or datetime.now(timezone.utc))
+    print(json.dumps(result, ensure_ascii=False) if args.json else "\n".join(describe(result)))
+    return 0
 
 
 def _contracts_import(args) -> int:

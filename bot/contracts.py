@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.engine import Engine
 
 from bot.config import fail
+from bot.entitlement import ContractTerms, InvoiceState
+from bot.identify import CustomerRef, Sender, domain_candidates, identify
 from bot.models import Contact, Contract, Customer, CustomerDomain, Invoice
 from bot.rules import Key, Lang, RulesError, Rules, YamlSource, load_yaml_file
 
@@ -327,3 +329,30 @@ def pay_invoice(engine: Engine, number: str, on: date) -> bool:
     with engine.begin() as db:
         return db.execute(sa.update(INVOICES).where(INVOICES.c.number == number)
                           .values(paid_on=on)).rowcount > 0
+
+
+def sender_and_contracts(db: sa.Connection, address: str) -> tuple[Sender, list[tuple[ContractTerms, list[InvoiceState]]]]:
+    """Who `address` is, and the contracts and invoices of their customer (read-only)."""
+    address = address.lower()
+    contacts = {row.address: (_customer_ref(row), row.contact_name) for row in db.execute(
+        sa.select(CUSTOMERS, CONTACTS.c.address, CONTACTS.c.name.label("contact_name"))
+        .join(CONTACTS, CONTACTS.c.customer_id == CUSTOMERS.c.id).where(CONTACTS.c.address == address))}
+    domains = {row.domain: _customer_ref(row) for row in db.execute(
+        sa.select(CUSTOMERS, DOMAINS.c.domain).join(DOMAINS, DOMAINS.c.customer_id == CUSTOMERS.c.id)
+        .where(DOMAINS.c.domain.in_(domain_candidates(address))))}
+    sender = identify(address, contacts, domains)
+    if sender.customer is None:
+        return sender, []
+    invoices: dict[int | None, list[InvoiceState]] = {}
+    for row in db.execute(sa.select(INVOICES).where(INVOICES.c.customer_id == sender.customer.id)):
+        invoices.setdefault(row.contract_id, []).append(InvoiceState(
+            row.number, row.issued_on, row.due_on, row.period_start, row.paid_on, row.disputed))
+    contracts = [(ContractTerms(row.number, row.policy, row.effective_on, row.term_months, row.tacit_renewal,
+                                row.terminated_on, row.free_use, row.overrides),
+                  invoices.get(row.id, []) + invoices.get(None, []))
+                 for row in db.execute(sa.select(CONTRACTS).where(CONTRACTS.c.customer_id == sender.customer.id))]
+    return sender, contracts
+
+
+def _customer_ref(row) -> CustomerRef:
+    return CustomerRef(row.id, row.key, row.name, row.language)

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import calendar as months
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from bot.rules import Policy
+from bot.identify import Sender
+from bot.rules import Policy, Rules
 
 
 @dataclass(frozen=True)
@@ -131,3 +132,36 @@ MONTHS = ("January", "February", "March", "April", "May", "June", "July", "Augus
 def long_date(day: date) -> str:
     """31 March 2026: unambiguous in every country, unlike 03/31/2026; not the locale's."""
     return f"{day.day} {MONTHS[day.month - 1]} {day.year}"
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The contract that applies to a request and the verdict on it."""
+
+    contract: ContractTerms | None
+    policy: Policy | None
+    verdict: Verdict
+
+
+def assess(sender: Sender, contracts: list[tuple[ContractTerms, list[InvoiceState]]], rules: Rules,
+           at: datetime) -> Assessment:
+    """Who wrote and when → which contract and whether it entitles them. The newest contract
+    that entitles wins; when none does, the newest one's reasons are given. Each contract is
+    judged on the arrival day in its own calendar's time zone."""
+    customer = sender.customer
+    if customer is None:
+        return Assessment(None, None, Verdict(False, (f"{sender.address} is not the address of a known customer",)))
+    if not contracts:
+        return Assessment(None, None, Verdict(False, (f"there is no contract on record for {customer.name}",)))
+    first = None
+    for terms, invoices in sorted(contracts, key=lambda c: c[0].effective, reverse=True):
+        policy = rules.policies[terms.policy]
+        verdict = evaluate(terms, policy, invoices, at.astimezone(rules.calendar_for(policy).tz).date())
+        if policy.contacts == "listed" and not sender.registered:
+            verdict = Verdict(False, (f"{sender.address} is not a registered contact of {customer.name}; "
+                                      f"under {policy.name}, support is for the people "
+                                      f"{customer.name} has registered",) + verdict.reasons, verdict.period)
+        if verdict.entitled:
+            return Assessment(terms, policy, verdict)
+        first = first or Assessment(terms, policy, verdict)
+    return first

@@ -1,0 +1,64 @@
+"""`supportbot check MAIL.eml`: what the bot would decide about one mail, and why.
+
+Read-only: the mail is read and decided against the database exactly as ingest does (the
+same SliceView, the same decide()), then the sender is identified and the contract
+assessed; nothing is written and nothing is sent.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.engine import Engine
+
+from bot import decide as d
+from bot.contracts import sender_and_contracts
+from bot.entitlement import assess
+from bot.rules import Rules
+from bot.store import SliceView
+
+
+def check_mail(engine: Engine, rules: Rules, policy: d.Policy, raw: bytes, at: datetime) -> dict:
+    """The decision as one JSON-ready object (keys documented in the README)."""
+    reading = d.read(raw)
+    with engine.connect() as db:
+        view = SliceView.load(db, [reading], at - d.RATE_WINDOW, policy.reference_prefix)
+        decision = d.decide(reading, at, view, policy)
+        sender, contracts = sender_and_contracts(db, reading.mail.from_addr) \
+            if reading.mail and reading.mail.from_addr else (None, [])
+    result = {"kind": decision.kind, "at": at.isoformat(), "sender": sender and sender.address,
+              "sender_kind": sender and sender.kind, "customer": None, "contract": None,
+              "policy": None, "entitled": None, "reasons": list(decision.reasons),
+              "ticket": decision.ticket_reference, "language": decision.language,
+              "language_source": "default", "severity": None, "deadline": None}
+    if sender is None or decision.kind != d.NEW_TICKET:
+        return result
+    assessment = assess(sender, contracts, rules, at)
+    customer = sender.customer
+    languages = assessment.policy.languages if assessment.policy else (policy.default_language,)
+    if customer and customer.language in languages:
+        result.update(language=customer.language, language_source="customer's preferred language")
+    result.update(customer=customer and customer.key,
+                  contract=assessment.contract and assessment.contract.number,
+                  policy=assessment.contract and assessment.contract.policy,
+                  entitled=assessment.verdict.entitled,
+                  reasons=list(decision.reasons) + list(assessment.verdict.reasons))
+    return result
+
+
+def describe(result: dict) -> list[str]:
+    """The same, for a person."""
+    lines = [f"kind          {result['kind']}", f"received      {result['at']}"]
+    if result["sender"]:
+        lines.append(f"sender        {result['sender']} ({result['sender_kind']})")
+    if result["customer"]:
+        lines.append(f"customer      {result['customer']}")
+    if result["contract"]:
+        lines.append(f"contract      {result['contract']} ({result['policy']})")
+    if result["entitled"] is not None:
+        lines.append(f"entitled      {'yes' if result['entitled'] else 'no'}")
+    if result["ticket"]:
+        lines.append(f"ticket        {result['ticket']}")
+    lines.append(f"language      {result['language']} ({result['language_source']})")
+    lines += ["reasons:"] + [f"  - {reason}" for reason in result["reasons"]]
+    return lines
