@@ -33,16 +33,14 @@ def check_mail(engine: Engine, rules: Rules, policy: d.Policy, raw: bytes, at: d
               "language_source": "default", "severity": None, "deadline": None}
     if sender is None or decision.kind != d.NEW_TICKET:
         return result
-    assessment = assess(sender, contracts, rules, at)
+    assessment = assess(sender, contracts, rules, at)  # the same as decide()'s, for the names
     customer = sender.customer
-    languages = assessment.policy.languages if assessment.policy else (policy.default_language,)
-    if customer and customer.language in languages:
-        result.update(language=customer.language, language_source="customer's preferred language")
+    if customer and decision.language == customer.language:
+        result.update(language_source="customer's preferred language")
     result.update(customer=customer and customer.key,
                   contract=assessment.contract and assessment.contract.number,
                   policy=assessment.contract and assessment.contract.policy,
-                  entitled=assessment.verdict.entitled,
-                  reasons=list(decision.reasons) + list(assessment.verdict.reasons))
+                  entitled=decision.status == "open", status=decision.status)
     return result
 
 

@@ -205,7 +205,8 @@ def _check(args) -> int:
     settings = _settings(args)
     if not args.mail.is_file():
         raise UsageError(f"{args.mail}: no such file")
-    result = check_mail(_engine(args), load_rules(settings.bot.rules_path), decision_policy(settings),
+    rules = load_rules(settings.bot.rules_path)
+    result = check_mail(_engine(args), rules, decision_policy(settings, rules),
                         args.mail.read_bytes(), args.at or datetime.now(timezone.utc))
     print(json.dumps(result, ensure_ascii=False) if args.json else "\n".join(describe(result)))
     return 0

@@ -331,27 +331,39 @@ def pay_invoice(engine: Engine, number: str, on: date) -> bool:
                           .values(paid_on=on)).rowcount > 0
 
 
-def sender_and_contracts(db: sa.Connection, address: str) -> tuple[Sender, list[tuple[ContractTerms, list[InvoiceState]]]]:
+Terms = list[tuple[ContractTerms, list[InvoiceState]]]
+
+
+def sender_and_contracts(db: sa.Connection, address: str) -> tuple[Sender, Terms]:
     """Who `address` is, and the contracts and invoices of their customer (read-only)."""
-    address = address.lower()
+    return directory(db, [address])[address.lower()]
+
+
+def directory(db: sa.Connection, addresses) -> dict[str, tuple[Sender, Terms]]:
+    """The same for many senders at once, in a handful of queries (a slice of mail)."""
+    addresses = {address.lower() for address in addresses}
     contacts = {row.address: (_customer_ref(row), row.contact_name) for row in db.execute(
         sa.select(CUSTOMERS, CONTACTS.c.address, CONTACTS.c.name.label("contact_name"))
-        .join(CONTACTS, CONTACTS.c.customer_id == CUSTOMERS.c.id).where(CONTACTS.c.address == address))}
+        .join(CONTACTS, CONTACTS.c.customer_id == CUSTOMERS.c.id).where(CONTACTS.c.address.in_(addresses)))}
+    candidates = {domain for address in addresses for domain in domain_candidates(address)}
     domains = {row.domain: _customer_ref(row) for row in db.execute(
         sa.select(CUSTOMERS, DOMAINS.c.domain).join(DOMAINS, DOMAINS.c.customer_id == CUSTOMERS.c.id)
-        .where(DOMAINS.c.domain.in_(domain_candidates(address))))}
-    sender = identify(address, contacts, domains)
-    if sender.customer is None:
-        return sender, []
-    invoices: dict[int | None, list[InvoiceState]] = {}
-    for row in db.execute(sa.select(INVOICES).where(INVOICES.c.customer_id == sender.customer.id)):
-        invoices.setdefault(row.contract_id, []).append(InvoiceState(
+        .where(DOMAINS.c.domain.in_(candidates)))}
+    senders = {address: identify(address, contacts, domains) for address in addresses}
+    customers = {s.customer.id for s in senders.values() if s.customer}
+    invoices: dict[tuple[int, int | None], list[InvoiceState]] = {}
+    for row in db.execute(sa.select(INVOICES).where(INVOICES.c.customer_id.in_(customers))):
+        invoices.setdefault((row.customer_id, row.contract_id), []).append(InvoiceState(
             row.number, row.issued_on, row.due_on, row.period_start, row.paid_on, row.disputed))
-    contracts = [(ContractTerms(row.number, row.policy, row.effective_on, row.term_months, row.tacit_renewal,
-                                row.terminated_on, row.free_use, row.overrides),
-                  invoices.get(row.id, []) + invoices.get(None, []))
-                 for row in db.execute(sa.select(CONTRACTS).where(CONTRACTS.c.customer_id == sender.customer.id))]
-    return sender, contracts
+    terms: dict[int, Terms] = {}
+    for row in db.execute(sa.select(CONTRACTS).where(CONTRACTS.c.customer_id.in_(customers))):
+        owner = row.customer_id
+        terms.setdefault(owner, []).append((
+            ContractTerms(row.number, row.policy, row.effective_on, row.term_months, row.tacit_renewal,
+                          row.terminated_on, row.free_use, row.overrides, row.id),
+            invoices.get((owner, row.id), []) + invoices.get((owner, None), [])))
+    return {address: (sender, terms.get(sender.customer.id, []) if sender.customer else [])
+            for address, sender in senders.items()}
 
 
 def _customer_ref(row) -> CustomerRef:

@@ -12,8 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from bot.entitlement import ContractTerms, InvoiceState, Reason, assess
+from bot.identify import Sender
 from bot.mailparse import ParsedMail, UnparseableMail, parse
 from bot.mailthread import ThreadView, find_ticket
+from bot.rules import Rules
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,9 @@ class DecisionView(ThreadView, Protocol):
     def automatic_mails_to(self, address: str, since: datetime) -> int:
         """How many automatic mails we queued for this address since then (loop guard)."""
 
+    def sender_and_contracts(self, address: str) -> tuple[Sender, list[tuple[ContractTerms, list[InvoiceState]]]]:
+        """Who wrote, and their customer's contracts with the invoices."""
+
 
 @dataclass(frozen=True)
 class Policy:
@@ -43,6 +49,10 @@ class Policy:
     reference_prefix: str = "SUP"
     default_language: str = "en"
     ack_rate_limit_per_hour: int = 5
+    # The contract policies. None: contracts are not consulted and every new request is
+    # acknowledged (store tests that are not about contracts); the service always sets it.
+    rules: Rules | None = None
+    triage_address: str | None = None  # told about requests from unknown senders
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,8 @@ class OutgoingMail:
     subject: str
     in_reply_to: str | None
     references: tuple[str, ...]
+    reasons: tuple[str, ...] = ()  # why support was refused, for the refusal mail
+    customer_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +108,9 @@ class Decision:
     ticket_reference: str | None = None
     language: str = "en"
     outgoing: tuple[OutgoingMail, ...] = field(default=())
+    status: str = "open"  # of a new ticket: open, refused or unidentified
+    customer_id: int | None = None
+    contract_id: int | None = None
 
 
 def decide(reading: Reading, received_at: datetime, view: DecisionView, policy: Policy) -> Decision:
@@ -143,19 +158,52 @@ def _customer_mail(mail: ParsedMail, view: DecisionView, policy: Policy, base: d
     if match:
         return Decision(FOLLOWUP, reasons=(f"follow-up: {match.evidence}",),
                         ticket_reference=match.reference, language=policy.default_language, **base)
-    reasons = ["new request"]
-    outgoing: tuple[OutgoingMail, ...] = ()
+    request = _request(mail, view, policy, base["received_at"])
+    reasons = ["new request", *request["reasons"]]
+    reply = _reply(mail, request, policy)
     since = base["received_at"] - RATE_WINDOW
     if view.automatic_mails_to(mail.from_addr, since) >= policy.ack_rate_limit_per_hour:
-        reasons.append(f"no acknowledgement: rate limit of {policy.ack_rate_limit_per_hour} "
+        reasons.append(f"no automatic reply: rate limit of {policy.ack_rate_limit_per_hour} "
                        f"automatic mails per hour to {mail.from_addr} reached")
-    else:
-        outgoing = (_acknowledgement(mail, policy.default_language),)
-    return Decision(NEW_TICKET, reasons=tuple(reasons), language=policy.default_language,
-                    outgoing=outgoing, **base)
+        reply = ()
+    return Decision(NEW_TICKET, reasons=tuple(reasons), language=request["language"],
+                    outgoing=reply + request["notices"], status=request["status"],
+                    customer_id=request["customer_id"], contract_id=request["contract_id"], **base)
 
 
-def _acknowledgement(mail: ParsedMail, language: str) -> OutgoingMail:
+def _request(mail: ParsedMail, view: DecisionView, policy: Policy, received_at: datetime) -> dict:
+    """Who wrote and what their contract allows, as the new ticket records it."""
+    plain = dict(status="open", reasons=(), language=policy.default_language, customer_id=None,
+                 contract_id=None, customer_name=None, notices=())
+    if policy.rules is None:
+        return plain
+    sender, contracts = view.sender_and_contracts(mail.from_addr)
+    assessment = assess(sender, contracts, policy.rules, received_at)
+    customer = sender.customer
+    languages = assessment.policy.languages if assessment.policy else ("en", "fr")
+    language = customer.language if customer and customer.language in languages else policy.default_language
+    verdict = assessment.verdict
+    request = dict(plain, language=language, reasons=verdict.reasons,
+                   customer_id=customer and customer.id, customer_name=customer and customer.name,
+                   contract_id=assessment.contract and assessment.contract.id)
+    if customer is None:
+        notices = (_notice(mail, policy.triage_address),) if policy.triage_address else ()
+        return dict(request, status="unidentified", notices=notices)
+    where = f"contract {assessment.contract.number}" if assessment.contract else customer.name
+    if verdict.entitled:
+        return dict(request, reasons=(f"entitled under {where} ({assessment.policy.name})",))
+    return dict(request, status="refused")
+
+
+def _reply(mail: ParsedMail, request: dict, policy: Policy) -> tuple[OutgoingMail, ...]:
+    template = {"open": "ack", "refused": "refusal", "unidentified": "unknown_sender"}[request["status"]]
     references = mail.references + ((mail.message_id,) if mail.message_id else ())
-    return OutgoingMail("ack", "ack", language, mail.from_addr, mail.from_name, mail.subject,
-                        mail.message_id, references)
+    language = request["language"]
+    reasons = tuple(r.text(language) if isinstance(r, Reason) else r for r in request["reasons"])
+    return (OutgoingMail(template, template, language, mail.from_addr, mail.from_name, mail.subject,
+                         mail.message_id, references, reasons, request["customer_name"]),)
+
+
+def _notice(mail: ParsedMail, triage_address: str) -> OutgoingMail:
+    """Tell the people who sort unknown senders (in English: it is for the staff)."""
+    return OutgoingMail("triage", "triage", "en", triage_address, "", mail.subject, None, ())

@@ -18,9 +18,12 @@ from sqlmodel import Session, select
 
 from bot.clock import VirtualClock
 from bot.config import Settings, load_settings
-from bot.database import upgrade
+from bot.contracts import import_file
+from bot.database import make_engine, upgrade
 from bot.embedded import CaptureSmtp, EmbeddedImap
 from bot.models import Event, Message, OutboxMail, Ticket
+from bot.resources import shipped_dir
+from bot.rules import load_rules
 from bot.service import Service
 
 START = datetime(2026, 11, 23, 8, 58, tzinfo=timezone.utc)  # a Monday morning
@@ -32,6 +35,7 @@ class Step:
     minutes: int
     file: str
     note: str
+    sender: str = ""  # for 08-request.eml: who writes
 
 
 SCRIPT = (
@@ -43,6 +47,18 @@ SCRIPT = (
     Step(14, "05-followup.eml", "the first customer answers our acknowledgement"),
     Step(20, "06-no-sender.eml", "a mail with no usable sender"),
     Step(25, "07-injection.eml", "a subject that tries to inject a Bcc header"),
+    # One refused request per reason (customers from samples/contracts.yaml).
+    Step(31, "08-request.eml", "a colleague of a Kestra customer who is not a registered contact",
+         "bob@eu.acme.example"),
+    Step(33, "08-request.eml", "a customer whose contract was not renewed", "albert.wesker@umbrella.example"),
+    Step(35, "08-request.eml", "a customer whose contract was terminated", "it@hooli.example"),
+    Step(37, "08-request.eml", "an Astran customer with an invoice unpaid since its due date",
+         "it@vandelay.example"),
+    Step(39, "08-request.eml", "a Kestra customer with an invoice unpaid for more than 90 days",
+         "sol.roth@soylent.example"),
+    Step(41, "08-request.eml", "a customer on a free trial", "it@aperture.example"),
+    Step(43, "08-request.eml", "an Astran customer whose unpaid invoice is disputed (still served)",
+         "it@cyberdyne.example"),
 )
 
 
@@ -53,11 +69,14 @@ def run_demo(output: Path | None) -> int:
     with EmbeddedImap() as imap, CaptureSmtp(out / "sent") as smtp:
         settings = _settings(out, imap, smtp)
         upgrade(settings.database.url)
+        report = import_file(make_engine(settings.database.url), shipped_dir("samples") / "contracts.yaml",
+                             load_rules(settings.bot.rules_path))
         service = Service(settings, clock)
         service.start()
         try:
             print(f"supportbot demo: IMAP 127.0.0.1:{imap.port}, SMTP 127.0.0.1:{smtp.port}, "
-                  f"database {out / 'supportbot.db'}\n")
+                  f"database {out / 'supportbot.db'}")
+            print(f"contracts: samples/contracts.yaml imported ({report})\n")
             for step in SCRIPT:
                 _play(step, imap, service, clock)
         finally:
@@ -79,6 +98,7 @@ DEMO_CONFIG = """\
 support_address = "support@vendor.example"
 from_name = "Vendor Support"
 instance_name = "demo"
+triage_address = "triage@vendor.example"
 
 [imap]
 host = "127.0.0.1"
@@ -104,7 +124,7 @@ url = "sqlite:///supportbot.db"
 def _play(step: Step, imap: EmbeddedImap, service: Service, clock: VirtualClock) -> None:
     arrival = START + timedelta(minutes=step.minutes)
     clock.advance(arrival - clock.now())
-    raw = _demo_mail(step.file, clock.now(), _first_ack(service))
+    raw = _demo_mail(step, clock.now(), _first_ack(service))
     before = _count_events(service)
     imap.append(raw, internaldate=arrival)
     print(f"{_clock(arrival)}  {step.note}")
@@ -114,9 +134,15 @@ def _play(step: Step, imap: EmbeddedImap, service: Service, clock: VirtualClock)
     print()
 
 
-def _demo_mail(name: str, now: datetime, ack_message_id: str) -> bytes:
-    text = resources.files("bot").joinpath("demo_mail", name).read_text(encoding="utf-8")
+def _demo_mail(step: Step, now: datetime, ack_message_id: str) -> bytes:
+    text = resources.files("bot").joinpath("demo_mail", step.file).read_text(encoding="utf-8")
     text = text.replace("{date}", now.strftime("%a, %d %b %Y %H:%M:%S +0000"))
+    if step.sender:
+        local, _, domain = step.sender.partition("@")
+        name = " ".join(part.capitalize() for part in local.replace(".", " ").split())
+        for key, value in (("sender_name", name), ("sender", step.sender), ("domain", domain),
+                           ("minutes", str(step.minutes)), ("subject", "Workers stopped after the upgrade")):
+            text = text.replace("{" + key + "}", value)
     return text.replace("{ack_message_id}", ack_message_id).replace("\n", "\r\n").encode()
 
 

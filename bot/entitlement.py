@@ -39,6 +39,7 @@ class ContractTerms:
     terminated: date | None = None
     free_use: bool = False
     overrides: dict[str, Any] | None = None
+    id: int | None = None  # the database row, once stored
 
 
 @dataclass(frozen=True)
@@ -90,15 +91,14 @@ def evaluate(terms: ContractTerms, policy: Policy, invoices: list[InvoiceState],
     period = current_period(terms, policy, day)
     clauses = policy.entitlement
     if day < terms.effective:
-        reasons.append(f"contract {terms.number} takes effect on {long_date(terms.effective)}")
+        reasons.append(Reason.of("not_started", contract=terms.number, date=terms.effective))
     elif terms.terminated is not None and day > terms.terminated:
-        reasons.append(f"contract {terms.number} was terminated on {long_date(terms.terminated)}")
+        reasons.append(Reason.of("terminated", contract=terms.number, date=terms.terminated))
     elif period is None and clauses.subscription_required:
         ended = _last_day_of_first_term(terms, policy)
-        reasons.append(f"contract {terms.number} ended on {long_date(ended)} and was not renewed")
+        reasons.append(Reason.of("expired", contract=terms.number, date=ended))
     if terms.free_use and clauses.free_use_excluded:
-        reasons.append(f"contract {terms.number} is a free use (trial) subscription, which "
-                       f"does not include support")
+        reasons.append(Reason.of("free_use", contract=terms.number))
     if clauses.unpaid_fees:
         reasons += [_unpaid(invoice) for invoice in invoices if _counts_as_unpaid(invoice, policy, day)]
     return Verdict(not reasons, tuple(reasons), period)
@@ -120,18 +120,73 @@ def _counts_as_unpaid(invoice: InvoiceState, policy: Policy, day: date) -> bool:
     return day > anchor + timedelta(days=rule.days)
 
 
-def _unpaid(invoice: InvoiceState) -> str:
-    disputed = " (disputed)" if invoice.disputed else ""
-    return f"invoice {invoice.number}{disputed}, due {long_date(invoice.due)}, is unpaid"
+def _unpaid(invoice: InvoiceState) -> Reason:
+    return Reason.of("unpaid_disputed" if invoice.disputed else "unpaid", invoice=invoice.number, date=invoice.due)
 
 
-MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
-          "September", "October", "November", "December")
+MONTHS = {
+    "en": ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December"),
+    "fr": ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août",
+           "septembre", "octobre", "novembre", "décembre"),
+}
 
 
-def long_date(day: date) -> str:
-    """31 March 2026: unambiguous in every country, unlike 03/31/2026; not the locale's."""
-    return f"{day.day} {MONTHS[day.month - 1]} {day.year}"
+def long_date(day: date, language: str = "en") -> str:
+    """31 March 2026 / 31 mars 2026: unambiguous in every country, unlike 03/31/2026."""
+    return f"{day.day} {MONTHS.get(language, MONTHS['en'])[day.month - 1]} {day.year}"
+
+
+# Reasons in words, per language; {date} values are written as long dates.
+REASONS = {
+    "en": {
+        "not_started": "contract {contract} takes effect on {date}",
+        "terminated": "contract {contract} was terminated on {date}",
+        "expired": "contract {contract} ended on {date} and was not renewed",
+        "free_use": "contract {contract} is a free use (trial) subscription, which does not include support",
+        "unpaid": "invoice {invoice}, due {date}, is unpaid",
+        "unpaid_disputed": "invoice {invoice} (disputed), due {date}, is unpaid",
+        "unknown_sender": "{address} is not the address of a known customer",
+        "no_contract": "there is no contract on record for {customer}",
+        "not_registered": "{address} is not a registered contact of {customer}; under {policy}, "
+                          "support is for the people {customer} has registered",
+    },
+    "fr": {
+        "not_started": "le contrat {contract} prend effet le {date}",
+        "terminated": "le contrat {contract} a été résilié le {date}",
+        "expired": "le contrat {contract} a pris fin le {date} et n'a pas été renouvelé",
+        "free_use": "le contrat {contract} est un abonnement d'utilisation gratuite (essai), "
+                    "qui ne comprend pas de support",
+        "unpaid": "la facture {invoice}, échue le {date}, n'est pas réglée",
+        "unpaid_disputed": "la facture {invoice} (contestée), échue le {date}, n'est pas réglée",
+        "unknown_sender": "{address} n'est pas l'adresse d'un client connu",
+        "no_contract": "aucun contrat n'est enregistré pour {customer}",
+        "not_registered": "{address} n'est pas un contact enregistré de {customer} ; au titre de "
+                          "{policy}, le support est réservé aux personnes que {customer} a enregistrées",
+    },
+}
+
+
+class Reason(str):
+    """A reason in English (what the audit trail keeps), which can also say itself in the
+    customer's language for the mail they receive."""
+
+    key: str
+    values: dict[str, Any]
+
+    @classmethod
+    def of(cls, key: str, **values: Any) -> "Reason":
+        reason = cls(_words(key, values, "en"))
+        reason.key, reason.values = key, values
+        return reason
+
+    def text(self, language: str = "en") -> str:
+        return _words(self.key, self.values, language if language in REASONS else "en")
+
+
+def _words(key: str, values: dict[str, Any], language: str) -> str:
+    shown = {k: long_date(v, language) if isinstance(v, date) else v for k, v in values.items()}
+    return REASONS[language][key].format(**shown)
 
 
 @dataclass(frozen=True)
@@ -150,17 +205,16 @@ def assess(sender: Sender, contracts: list[tuple[ContractTerms, list[InvoiceStat
     judged on the arrival day in its own calendar's time zone."""
     customer = sender.customer
     if customer is None:
-        return Assessment(None, None, Verdict(False, (f"{sender.address} is not the address of a known customer",)))
+        return Assessment(None, None, Verdict(False, (Reason.of("unknown_sender", address=sender.address),)))
     if not contracts:
-        return Assessment(None, None, Verdict(False, (f"there is no contract on record for {customer.name}",)))
+        return Assessment(None, None, Verdict(False, (Reason.of("no_contract", customer=customer.name),)))
     first = None
     for terms, invoices in sorted(contracts, key=lambda c: c[0].effective, reverse=True):
         policy = rules.policies[terms.policy]
         verdict = evaluate(terms, policy, invoices, at.astimezone(rules.calendar_for(policy).tz).date())
         if policy.contacts == "listed" and not sender.registered:
-            verdict = Verdict(False, (f"{sender.address} is not a registered contact of {customer.name}; "
-                                      f"under {policy.name}, support is for the people "
-                                      f"{customer.name} has registered",) + verdict.reasons, verdict.period)
+            verdict = Verdict(False, (Reason.of("not_registered", address=sender.address, customer=customer.name,
+                                                policy=policy.name),) + verdict.reasons, verdict.period)
         if verdict.entitled:
             return Assessment(terms, policy, verdict)
         first = first or Assessment(terms, policy, verdict)

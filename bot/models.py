@@ -39,7 +39,11 @@ class Ticket(SQLModel, table=True):
     requester_name: str = Field(default="", max_length=200)
     subject: str = Field(max_length=998)
     language: str = Field(default="en", max_length=8)
+    # open (entitled), refused (not entitled: the reasons are in the audit trail) or
+    # unidentified (an unknown sender, sent to triage)
     status: str = Field(default="open", max_length=20, index=True)
+    customer_id: Optional[int] = Field(default=None, foreign_key="customers.id", index=True)
+    contract_id: Optional[int] = Field(default=None, foreign_key="contracts.id")
     received_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     acknowledged_at: Optional[datetime] = _when()
     first_response_at: Optional[datetime] = _when()

@@ -35,7 +35,7 @@ _NOTE_ACKNOWLEDGED = sa.update(TICKETS).where(
     acknowledged_at=sa.bindparam("at"))
 
 # Automatic answers go out with a null envelope sender so that bounces never loop (RFC 3834 §3.3).
-AUTOMATIC_PURPOSES = frozenset({"ack"})
+AUTOMATIC_PURPOSES = frozenset({"ack", "refusal", "unknown_sender"})
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ class Outbox:
         with db.begin():
             db.execute(_RECORD_RESULT, dict(row_id=row.id, result=status, error=error[:2000],
                                             sent=now if status == "sent" else None))
-            if status == "sent" and row.purpose == "ack" and row.ticket_id:
+            if status == "sent" and row.purpose in AUTOMATIC_PURPOSES and row.ticket_id:
                 db.execute(_NOTE_ACKNOWLEDGED, dict(ticket=row.ticket_id, at=now))
             db.execute(sa.insert(EVENTS), dict(at=now, ticket_id=row.ticket_id, message_id=None,
                                                kind=f"mail_{status}", detail=detail))

@@ -35,11 +35,12 @@ log = logging.getLogger(__name__)
 MAX_RECONNECT_SECONDS = 300
 
 
-def decision_policy(settings: Settings) -> d.Policy:
+def decision_policy(settings: Settings, rules=None) -> d.Policy:
     b = settings.bot
     return d.Policy(support_address=b.support_address, message_id_domain=b.message_id_domain,
                     reference_prefix=b.reference_prefix, default_language=b.default_language,
-                    ack_rate_limit_per_hour=b.ack_rate_limit_per_hour)
+                    ack_rate_limit_per_hour=b.ack_rate_limit_per_hour,
+                    rules=rules or load_rules(b.rules_path), triage_address=b.triage_address)
 
 
 def make_transport(settings: Settings) -> Transport:
@@ -82,7 +83,7 @@ class Service:
                              b.support_address,
                              RetryPolicy(o.max_attempts, o.retry_base_seconds, o.retry_max_seconds),
                              o.redirect_all_to, o.batch_size)
-        self.ingestor = Ingestor(self.store, decision_policy(settings), settings.imap.inbox,
+        self.ingestor = Ingestor(self.store, decision_policy(settings, self.rules), settings.imap.inbox,
                                  settings.imap.batch_size, on_queued=self.wake_delivery)
         self.mailbox = Mailbox(settings.imap)
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)

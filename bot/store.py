@@ -20,6 +20,7 @@ from sqlmodel import Session
 from bot import decide as d
 from bot.clock import Clock
 from bot.compose import compose, stable_message_id
+from bot.contracts import directory
 from bot.mailbox import FetchedMail
 from bot.mailthread import subject_tags, thread_ids
 from bot.models import Counter, Event, MailboxState, Message, OutboxMail, Ticket
@@ -65,6 +66,7 @@ class SliceView:
         self.thread_ours: dict[str, str] = {}  # Message-ID of a mail we queued -> reference
         self.originals: dict[str, dict] = {}  # message_key -> the message row that has it
         self.automatic: dict[str, list[datetime]] = {}  # recipient -> when we queued to them
+        self.directory: dict[str, tuple] = {}  # sender -> (Sender, contracts with invoices)
 
     @classmethod
     def load(cls, db: sa.Connection, readings: list[d.Reading], since: datetime,
@@ -92,6 +94,7 @@ class SliceView:
         for row in _select_in(db, sa.select(OUTBOX.c.recipient, OUTBOX.c.created_at)
                               .where(OUTBOX.c.created_at >= since), OUTBOX.c.recipient, senders):
             view.automatic.setdefault(row.recipient, []).append(row.created_at)
+        view.directory = directory(db, senders)
         return view
 
     def _know(self, reference: str | None, ticket_id: int | None) -> None:
@@ -112,6 +115,9 @@ class SliceView:
 
     def automatic_mails_to(self, address: str, since: datetime) -> int:
         return sum(1 for at in self.automatic.get(address, ()) if at >= since)
+
+    def sender_and_contracts(self, address: str):
+        return self.directory[address.lower()]
 
 
 def _select_in(db: sa.Connection, query: sa.Select, column, values: set) -> list:
@@ -300,7 +306,8 @@ class Store:
         if decision.kind == d.NEW_TICKET:
             rows.tickets.append(dict(
                 reference=reference, requester=mail.from_addr, requester_name=mail.from_name[:200],
-                subject=mail.subject[:998], language=decision.language, status="open",
+                subject=mail.subject[:998], language=decision.language, status=decision.status,
+                customer_id=decision.customer_id, contract_id=decision.contract_id,
                 received_at=decision.received_at))
             view.tickets[reference] = None
             rows.event(reference, None, now, "ticket_created",
@@ -325,7 +332,9 @@ class Store:
                                        self.sender.message_id_domain)
         ticket = {"reference": reference} if reference else None
         context = {"ticket": ticket, "original_subject": out.subject,
-                   "recipient_name": out.recipient_name, "from_name": self.sender.name}
+                   "recipient_name": out.recipient_name, "from_name": self.sender.name,
+                   "requester": decision.mail.from_addr if decision.mail else "",
+                   "customer_name": out.customer_name, "reasons": list(out.reasons)}
         rendered = self.templates.render(out.template, out.language, context)
         now = self.clock.now()
         raw = compose(rendered, sender=self.sender.address, sender_name=self.sender.name,

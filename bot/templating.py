@@ -19,7 +19,9 @@ LANGUAGES = ("en", "fr")
 PARTS = ("subject.txt", "body.txt", "body.html")
 # What every mail template may use; check() renders each one with it at start-up.
 SAMPLE_CONTEXT = {"ticket": {"id": 1, "reference": "SUP-000001"}, "original_subject": "Sample subject",
-                  "recipient_name": "Sample Customer", "from_name": "Support"}
+                  "recipient_name": "Sample Customer", "from_name": "Support",
+                  "requester": "someone@customer.example", "customer_name": "Sample Customer Ltd",
+                  "reasons": ["invoice INV-1001, due 31 March 2026, is unpaid"]}
 
 
 class TemplateError(LocatedError):

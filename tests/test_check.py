@@ -20,7 +20,7 @@ from test_cli import supportbot
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 RULES = load_rules()
-POLICY = d.Policy(support_address="support@vendor.example", message_id_domain="vendor.example")
+POLICY = d.Policy(support_address="support@vendor.example", message_id_domain="vendor.example", rules=RULES)
 MONDAY = datetime.fromisoformat("2026-11-23T10:00:00+01:00")
 
 

@@ -96,8 +96,13 @@ def test_demo_runs_and_leaves_the_sent_mails(tmp_path):
     result = supportbot("demo", "--output", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr
     sent = sorted((tmp_path / "demo" / "sent").glob("*.eml"))
-    assert len(sent) == 3
+    purposes = sorted(path.name.split(".")[1] for path in sent)
+    assert purposes == ["ack"] * 3 + ["refusal"] * 6 + ["triage", "unknown_sender"]
     assert "ticket opened: SUP-000001" in result.stdout
+    for reason in ("is not a registered contact", "was not renewed", "was terminated on",
+                   "due 31 October 2026, is unpaid", "(disputed), due 31 July 2026", "free use (trial)",
+                   "is not the address of a known customer"):
+        assert reason in result.stdout, reason
     assert "automatic mail (auto-submitted" in result.stdout
     assert "quarantined: no usable sender" in result.stdout
     shown = supportbot("tickets", "show", "SUP-000001", "--config", str(tmp_path / "demo" / "supportbot.toml"))
@@ -118,6 +123,7 @@ def test_wheel_carries_rules_templates_and_migrations(wheel, tmp_path):
         archive.extractall(tmp_path / "site")
     for expected in ("bot/_data/rules/policies/astran-standard.yaml", "bot/_data/templates/en/ack/body.html",
                      "bot/_data/db/env.py", "bot/_data/db/versions/0001_initial.py", "bot/example.toml",
+                     "bot/_data/samples/contracts.yaml", "bot/_data/templates/fr/refusal/body.txt",
                      "bot/demo_mail/01-question.eml"):
         assert expected in names
     # Installed from the wheel (not the checkout), the bot still finds its files.

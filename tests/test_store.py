@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlmodel import Session, select
 
 from bot import decide as d
 from bot.clock import VirtualClock
+from bot.contracts import import_file
 from bot.database import make_engine, upgrade
 from bot.mailbox import FetchedMail
+from bot.rules import load_rules
 from bot.models import Event, MailboxState, Message, OutboxMail, Ticket
 from bot.store import Sender, Store
 from bot.templating import Templates
@@ -260,3 +265,76 @@ def test_a_mail_that_breaks_the_parser_is_quarantined_and_the_batch_goes_on(stor
     assert [o.kind for o in outcomes] == ["new_ticket", "quarantined", "new_ticket"]
     [quarantined] = [m for m in rows(store, Message) if m.kind == "quarantined"]
     assert quarantined.uid == 2 and quarantined.reason.startswith("processing failed: RecursionError")
+
+
+# -- contracts: who wrote and what their contract allows -----------------------------------
+
+RULES = load_rules()
+WITH_CONTRACTS = d.Policy(support_address="support@vendor.example", message_id_domain="vendor.example",
+                          rules=RULES, triage_address="triage@vendor.example")
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+MONDAY = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def contracted(store):
+    import_file(store.engine, SAMPLES / "contracts.yaml", RULES)
+    return store
+
+
+def request_from(sender: str, n: int = 1) -> bytes:
+    return mail(n, sender=sender, subject="Scheduler down")
+
+
+def test_an_entitled_contact_gets_the_acknowledgement_and_the_ticket_its_contract(contracted):
+    outcome = contracted.record_mail("INBOX", 7, 1, request_from("alice.martin@acme.example"), MONDAY, WITH_CONTRACTS)
+    assert (outcome.kind, outcome.queued) == ("new_ticket", 1)
+    [ticket] = rows(contracted, Ticket)
+    [ack] = rows(contracted, OutboxMail)
+    assert (ticket.status, ack.purpose) == ("open", "ack")
+    assert ticket.contract_id is not None and ticket.customer_id is not None
+    assert "entitled under contract KEA-2025-014 (Kestra Enterprise Support)" in rows(contracted, Message)[0].reason
+
+
+def test_an_unpaid_invoice_gets_a_refusal_that_names_it(contracted):
+    contracted.record_mail("INBOX", 7, 1, request_from("it@vandelay.example"), MONDAY, WITH_CONTRACTS)
+    [ticket] = rows(contracted, Ticket)
+    [refusal] = rows(contracted, OutboxMail)
+    assert (ticket.status, refusal.purpose, refusal.recipient) == ("refused", "refusal", "it@vandelay.example")
+    text = " ".join(refusal.raw.decode("utf-8", "replace").split())
+    assert "invoice AST-INV-388, due 31 October 2026, is unpaid" in text
+    assert any("AST-INV-388" in e.detail for e in rows(contracted, Event) if e.kind == "new_ticket")
+
+
+def test_an_unknown_sender_is_asked_who_they_are_and_triage_is_told(contracted):
+    contracted.record_mail("INBOX", 7, 1, request_from("someone@unknown.example"), MONDAY, WITH_CONTRACTS)
+    [ticket] = rows(contracted, Ticket)
+    mails = {m.purpose: m for m in rows(contracted, OutboxMail)}
+    assert ticket.status == "unidentified" and ticket.customer_id is None
+    assert (mails["unknown_sender"].recipient, mails["triage"].recipient) == (
+        "someone@unknown.example", "triage@vendor.example")
+    assert b"someone@unknown.example" in mails["triage"].raw
+
+
+def test_a_french_customer_is_answered_in_french(contracted):
+    contracted.record_mail("INBOX", 7, 1, request_from("jean.dupont@initech.example"), MONDAY, WITH_CONTRACTS)
+    [ack] = rows(contracted, OutboxMail)
+    assert rows(contracted, Ticket)[0].language == "fr"
+    assert b"Bonjour" in ack.raw
+
+
+def test_the_rate_limit_also_holds_refusals(contracted):
+    outcomes = [contracted.record_mail("INBOX", 7, n, request_from("it@vandelay.example", n),
+                                       MONDAY + timedelta(minutes=n), WITH_CONTRACTS) for n in range(1, 8)]
+    assert [o.queued for o in outcomes] == [1] * 5 + [0, 0]
+    assert {t.status for t in rows(contracted, Ticket)} == {"refused"}
+
+
+def test_a_french_customer_is_refused_in_french_with_french_dates(contracted):
+    contracted.record_mail("INBOX", 7, 1, request_from("sol.roth@soylent.example"), MONDAY, WITH_CONTRACTS)
+    [refusal] = rows(contracted, OutboxMail)
+    text = " ".join(email.message_from_bytes(refusal.raw, policy=email.policy.default)
+                    .get_body(("plain",)).get_content().split())
+    assert "la facture INV-2207 (contestée), échue le 31 juillet 2026, n'est pas réglée" in text
+    # the audit trail keeps the English words
+    assert "invoice INV-2207 (disputed), due 31 July 2026, is unpaid" in rows(contracted, Message)[0].reason

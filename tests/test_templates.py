@@ -14,7 +14,9 @@ from bot.templating import TemplateError, Templates
 
 LANGUAGES = ("en", "fr")
 CONTEXT = {"ticket": {"reference": "SUP-000042"}, "original_subject": "Scheduler <b>down</b>",
-           "recipient_name": "Zoë O'Brien", "from_name": "Vendor Support"}
+           "recipient_name": "Zoë O'Brien", "from_name": "Vendor Support",
+           "requester": "zoe@acme.example", "customer_name": "Acme <Industries>",
+           "reasons": ["invoice INV-1001, due 31 March 2026, is unpaid"]}
 
 
 def template_names() -> list[str]:
@@ -35,6 +37,16 @@ def test_template_renders(name, language):
     assert "SUP-000042" in rendered.subject and "SUP-000042" in rendered.text
     assert "&lt;b&gt;down&lt;/b&gt;" in rendered.html or "down" not in rendered.html  # HTML is escaped
     assert f'lang="{language}"' in rendered.html
+
+
+def test_a_refusal_states_every_reason_and_promises_no_deadline():
+    for language in LANGUAGES:
+        rendered = Templates().render("refusal", language, CONTEXT)
+        assert "invoice INV-1001, due 31 March 2026, is unpaid" in rendered.text
+        assert "<li>invoice INV-1001, due 31 March 2026, is unpaid</li>" in rendered.html
+        assert "Acme &lt;Industries&gt;" in rendered.html  # customer data is escaped in HTML
+    assert "No response time applies" in " ".join(Templates().render("refusal", "en", CONTEXT).text.split())
+    assert "Aucun délai de réponse" in " ".join(Templates().render("refusal", "fr", CONTEXT).text.split())
 
 
 def test_french_ack_is_french_and_english_is_english():

@@ -1,4 +1,4 @@
-"""customers, domains, contacts, contracts, invoices
+"""customers, domains, contacts, contracts, invoices; tickets know their customer and contract
 
 Revision ID: 0002
 Revises: 0001
@@ -87,9 +87,22 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_invoices_contract_id'), ['contract_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_invoices_customer_id'), ['customer_id'], unique=False)
 
+    with op.batch_alter_table('tickets', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('customer_id', sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column('contract_id', sa.Integer(), nullable=True))
+        batch_op.create_index(batch_op.f('ix_tickets_customer_id'), ['customer_id'], unique=False)
+        batch_op.create_foreign_key('fk_tickets_contract_id', 'contracts', ['contract_id'], ['id'])
+        batch_op.create_foreign_key('fk_tickets_customer_id', 'customers', ['customer_id'], ['id'])
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('tickets', schema=None) as batch_op:
+        batch_op.drop_constraint('fk_tickets_customer_id', type_='foreignkey')
+        batch_op.drop_constraint('fk_tickets_contract_id', type_='foreignkey')
+        batch_op.drop_index(batch_op.f('ix_tickets_customer_id'))
+        batch_op.drop_column('contract_id')
+        batch_op.drop_column('customer_id')
+
     with op.batch_alter_table('invoices', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_invoices_customer_id'))
         batch_op.drop_index(batch_op.f('ix_invoices_contract_id'))
