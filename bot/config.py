@@ -200,6 +200,10 @@ class BotSettings(_Section):
     templates_dir: _path("dir") | None = None
     default_language: Literal["en", "fr"] = "en"
     triage_address: Address | None = None
+    # Trust the From address only with a DMARC or aligned DKIM pass reported by our own
+    # receiving server, named by its authserv-id (the first word of its Authentication-Results).
+    require_authenticated_sender: bool = False
+    authserv_id: str | None = None
     ack_rate_limit_per_hour: _int(1) = 5
     instance_name: str = Field(default_factory=socket.gethostname, min_length=1)
 
@@ -216,6 +220,9 @@ class BotSettings(_Section):
     def _check(self) -> BotSettings:
         if not _DOMAIN.match(self.message_id_domain):
             raise fail("must be a domain name such as example.com", at=("message_id_domain",))
+        if self.require_authenticated_sender and not self.authserv_id:
+            raise fail("require_authenticated_sender needs the authserv_id of your receiving "
+                       "server (the first word of the Authentication-Results it adds)", at=("authserv_id",))
         return self
 
     @property

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from bot.authres import verify_sender
 from bot.entitlement import ContractTerms, InvoiceState, Reason, assess
 from bot.identify import Sender
 from bot.mailparse import ParsedMail, UnparseableMail, parse
@@ -53,6 +54,7 @@ class Policy:
     # acknowledged (store tests that are not about contracts); the service always sets it.
     rules: Rules | None = None
     triage_address: str | None = None  # told about requests from unknown senders
+    authserv_id: str | None = None  # set: the From address must be authenticated by this server
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,12 @@ def _request(mail: ParsedMail, view: DecisionView, policy: Policy, received_at: 
                  contract_id=None, customer_name=None, notices=())
     if policy.rules is None:
         return plain
+    if policy.authserv_id:
+        trusted, why = verify_sender(mail.from_addr, mail.authentication_results, policy.authserv_id)
+        if not trusted:  # no reply: a forged From would make us mail the person it names
+            notices = (_notice(mail, policy.triage_address, "unverified"),) if policy.triage_address else ()
+            return dict(plain, status="unverified", notices=notices,
+                        reasons=(f"unverified sender, held for an agent: {why}",))
     sender, contracts = view.sender_and_contracts(mail.from_addr)
     assessment = assess(sender, contracts, policy.rules, received_at)
     customer = sender.customer
@@ -187,7 +195,7 @@ def _request(mail: ParsedMail, view: DecisionView, policy: Policy, received_at: 
                    customer_id=customer and customer.id, customer_name=customer and customer.name,
                    contract_id=assessment.contract and assessment.contract.id)
     if customer is None:
-        notices = (_notice(mail, policy.triage_address),) if policy.triage_address else ()
+        notices = (_notice(mail, policy.triage_address, "unknown"),) if policy.triage_address else ()
         return dict(request, status="unidentified", notices=notices)
     where = f"contract {assessment.contract.number}" if assessment.contract else customer.name
     if verdict.entitled:
@@ -196,6 +204,8 @@ def _request(mail: ParsedMail, view: DecisionView, policy: Policy, received_at: 
 
 
 def _reply(mail: ParsedMail, request: dict, policy: Policy) -> tuple[OutgoingMail, ...]:
+    if request["status"] == "unverified":
+        return ()
     template = {"open": "ack", "refused": "refusal", "unidentified": "unknown_sender"}[request["status"]]
     references = mail.references + ((mail.message_id,) if mail.message_id else ())
     language = request["language"]
@@ -204,6 +214,6 @@ def _reply(mail: ParsedMail, request: dict, policy: Policy) -> tuple[OutgoingMai
                          mail.message_id, references, reasons, request["customer_name"]),)
 
 
-def _notice(mail: ParsedMail, triage_address: str) -> OutgoingMail:
-    """Tell the people who sort unknown senders (in English: it is for the staff)."""
-    return OutgoingMail("triage", "triage", "en", triage_address, "", mail.subject, None, ())
+def _notice(mail: ParsedMail, triage_address: str, why: str) -> OutgoingMail:
+    """Tell the people who sort unknown or unverified senders (in English: it is for the staff)."""
+    return OutgoingMail("triage", "triage", "en", triage_address, "", mail.subject, None, (), (why,))

@@ -69,6 +69,7 @@ class ParsedMail:
     attachments: tuple[Attachment, ...]
     auto: str | None
     defects: tuple[str, ...]
+    authentication_results: tuple[str, ...] = ()  # raw values, topmost first (RFC 8601)
 
 
 class _RawHeaders(Compat32):
@@ -107,6 +108,7 @@ def parse(raw: bytes) -> ParsedMail:
         attachments=tuple(attachments),
         auto=_auto(msg),
         defects=tuple(dict.fromkeys(defects)),
+        authentication_results=tuple(" ".join(str(v).split()) for v in msg.get_all("Authentication-Results", [])),
     )
 
 

@@ -303,3 +303,13 @@ def test_missing_file_and_missing_folder(tmp_path):
     text = MINIMAL.replace("\n\n[imap]", '\nrules_dir = "nope"\n\n[imap]')
     e = error(tmp_path, text)
     assert (e.line, e.key) == (3, "bot.rules_dir") and "folder not found" in e.message
+
+
+def test_require_authenticated_sender_needs_the_authserv_id(tmp_path):
+    from bot.config import ConfigError, load_settings
+    path = tmp_path / "supportbot.toml"
+    path.write_text('[bot]\nsupport_address = "support@vendor.example"\nrequire_authenticated_sender = true\n'
+                    '[imap]\nhost = "localhost"\nusername = "u"\nsecurity = "plain"\n'
+                    '[smtp]\nhost = "localhost"\nsecurity = "plain"\n')
+    with pytest.raises(ConfigError, match="authserv_id: require_authenticated_sender needs"):
+        load_settings(path, env={})

@@ -338,3 +338,24 @@ def test_a_french_customer_is_refused_in_french_with_french_dates(contracted):
     assert "la facture INV-2207 (contestée), échue le 31 juillet 2026, n'est pas réglée" in text
     # the audit trail keeps the English words
     assert "invoice INV-2207 (disputed), due 31 July 2026, is unpaid" in rows(contracted, Message)[0].reason
+
+
+AUTHENTICATED = d.Policy(support_address="support@vendor.example", message_id_domain="vendor.example",
+                         rules=RULES, triage_address="triage@vendor.example", authserv_id="mx.vendor.example")
+
+
+def test_a_forged_from_never_obtains_the_customers_entitlement(contracted):
+    forged = ("Authentication-Results: mx.vendor.example; dkim=pass header.d=evil.example; "
+              "dmarc=fail header.from=acme.example\r\n")
+    contracted.record_mail("INBOX", 7, 1, mail(1, "alice.martin@acme.example", forged), MONDAY, AUTHENTICATED)
+    [ticket] = rows(contracted, Ticket)
+    assert (ticket.status, ticket.customer_id, ticket.contract_id) == ("unverified", None, None)
+    assert [m.purpose for m in rows(contracted, OutboxMail)] == ["triage"]  # no reply to the forged address
+    assert "unverified sender, held for an agent" in rows(contracted, Message)[0].reason
+
+
+def test_an_authenticated_contact_is_served(contracted):
+    signed = "Authentication-Results: mx.vendor.example; dmarc=pass header.from=acme.example\r\n"
+    contracted.record_mail("INBOX", 7, 1, mail(1, "alice.martin@acme.example", signed), MONDAY, AUTHENTICATED)
+    assert rows(contracted, Ticket)[0].status == "open"
+    assert [m.purpose for m in rows(contracted, OutboxMail)] == ["ack"]
