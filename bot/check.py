@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from bot import decide as d
 from bot.contracts import sender_and_contracts
 from bot.entitlement import assess
+from bot.language import detect
 from bot.rules import Rules
 from bot.store import SliceView
 
@@ -35,7 +36,13 @@ def check_mail(engine: Engine, rules: Rules, policy: d.Policy, raw: bytes, at: d
         return result
     assessment = assess(sender, contracts, rules, at)  # the same as decide()'s, for the names
     customer = sender.customer
-    if customer and decision.language == customer.language:
+    detected = detect(f"{reading.mail.subject}\n{reading.mail.text}")
+    result.update(detected_language=detected.code, confidence=detected.confidence)
+    if decision.language == "en+fr":
+        result.update(language_source=f"{detected.code} detected, not served: both languages")
+    elif detected.sure_enough_to_answer() and decision.language == detected.code:
+        result.update(language_source="detected")
+    elif customer and decision.language == customer.language:
         result.update(language_source="customer's preferred language")
     result.update(customer=customer and customer.key,
                   contract=assessment.contract and assessment.contract.number,
@@ -57,6 +64,8 @@ def describe(result: dict) -> list[str]:
         lines.append(f"entitled      {'yes' if result['entitled'] else 'no'}")
     if result["ticket"]:
         lines.append(f"ticket        {result['ticket']}")
-    lines.append(f"language      {result['language']} ({result['language_source']})")
+    confidence = f", detected {result['detected_language']} at {result['confidence']}" \
+        if result.get("detected_language") else ""
+    lines.append(f"language      {result['language']} ({result['language_source']}{confidence})")
     lines += ["reasons:"] + [f"  - {reason}" for reason in result["reasons"]]
     return lines

@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from bot.authres import verify_sender
-from bot.entitlement import ContractTerms, InvoiceState, Reason, assess
+from bot.entitlement import BILINGUAL, ContractTerms, InvoiceState, Reason, Verdict, assess
+from bot.language import detect
 from bot.identify import Sender
 from bot.mailparse import ParsedMail, UnparseableMail, parse
 from bot.mailthread import ThreadView, find_ticket
@@ -189,8 +190,16 @@ def _request(mail: ParsedMail, view: DecisionView, policy: Policy, received_at: 
     assessment = assess(sender, contracts, policy.rules, received_at)
     customer = sender.customer
     languages = assessment.policy.languages if assessment.policy else ("en", "fr")
-    language = customer.language if customer and customer.language in languages else policy.default_language
+    detected = detect(f"{mail.subject}\n{mail.text}")
+    if detected.sure_enough_to_answer() and detected.code in languages:
+        language = detected.code
+    else:
+        language = customer.language if customer and customer.language in languages else policy.default_language
     verdict = assessment.verdict
+    if customer and detected.sure_enough_to_refuse() and detected.code not in languages:
+        verdict = Verdict(False, verdict.reasons + (Reason.of(
+            "language", language=detected.code, served="+".join(languages)),), verdict.period)
+        language = BILINGUAL
     request = dict(plain, language=language, reasons=verdict.reasons,
                    customer_id=customer and customer.id, customer_name=customer and customer.name,
                    contract_id=assessment.contract and assessment.contract.id)
@@ -208,10 +217,8 @@ def _reply(mail: ParsedMail, request: dict, policy: Policy) -> tuple[OutgoingMai
         return ()
     template = {"open": "ack", "refused": "refusal", "unidentified": "unknown_sender"}[request["status"]]
     references = mail.references + ((mail.message_id,) if mail.message_id else ())
-    language = request["language"]
-    reasons = tuple(r.text(language) if isinstance(r, Reason) else r for r in request["reasons"])
-    return (OutgoingMail(template, template, language, mail.from_addr, mail.from_name, mail.subject,
-                         mail.message_id, references, reasons, request["customer_name"]),)
+    return (OutgoingMail(template, template, request["language"], mail.from_addr, mail.from_name, mail.subject,
+                         mail.message_id, references, tuple(request["reasons"]), request["customer_name"]),)
 
 
 def _notice(mail: ParsedMail, triage_address: str, why: str) -> OutgoingMail:

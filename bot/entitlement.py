@@ -124,6 +124,8 @@ def _unpaid(invoice: InvoiceState) -> Reason:
     return Reason.of("unpaid_disputed" if invoice.disputed else "unpaid", invoice=invoice.number, date=invoice.due)
 
 
+BILINGUAL = "en+fr"  # a mail in both languages: for a customer whose language we do not serve
+
 MONTHS = {
     "en": ("January", "February", "March", "April", "May", "June", "July", "August",
            "September", "October", "November", "December"),
@@ -150,6 +152,7 @@ REASONS = {
         "no_contract": "there is no contract on record for {customer}",
         "not_registered": "{address} is not a registered contact of {customer}; under {policy}, "
                           "support is for the people {customer} has registered",
+        "language": "the request is written in {language}; support is provided in {served}",
     },
     "fr": {
         "not_started": "le contrat {contract} prend effet le {date}",
@@ -163,6 +166,7 @@ REASONS = {
         "no_contract": "aucun contrat n'est enregistré pour {customer}",
         "not_registered": "{address} n'est pas un contact enregistré de {customer} ; au titre de "
                           "{policy}, le support est réservé aux personnes que {customer} a enregistrées",
+        "language": "la demande est rédigée en {language} ; le support est assuré en {served}",
     },
 }
 
@@ -185,7 +189,14 @@ class Reason(str):
 
 
 def _words(key: str, values: dict[str, Any], language: str) -> str:
-    shown = {k: long_date(v, language) if isinstance(v, date) else v for k, v in values.items()}
+    from bot.language import language_name
+    shown = {}
+    for name, value in values.items():
+        if isinstance(value, date):
+            value = long_date(value, language)
+        elif name in ("language", "served"):  # language codes, named in the reader's language
+            value = " / ".join(language_name(code, language) for code in value.split("+"))
+        shown[name] = value
     return REASONS[language][key].format(**shown)
 
 

@@ -21,6 +21,7 @@ from bot import decide as d
 from bot.clock import Clock
 from bot.compose import compose, stable_message_id
 from bot.contracts import directory
+from bot.entitlement import Reason
 from bot.mailbox import FetchedMail
 from bot.mailthread import subject_tags, thread_ids
 from bot.models import Counter, Event, MailboxState, Message, OutboxMail, Ticket
@@ -334,8 +335,9 @@ class Store:
         context = {"ticket": ticket, "original_subject": out.subject,
                    "recipient_name": out.recipient_name, "from_name": self.sender.name,
                    "requester": decision.mail.from_addr if decision.mail else "",
-                   "customer_name": out.customer_name, "reasons": list(out.reasons)}
-        rendered = self.templates.render(out.template, out.language, context)
+                   "customer_name": out.customer_name}
+        rendered = self.templates.render_in(out.template, out.language.split("+"), lambda language: dict(
+            context, reasons=[r.text(language) if isinstance(r, Reason) else r for r in out.reasons]))
         now = self.clock.now()
         raw = compose(rendered, sender=self.sender.address, sender_name=self.sender.name,
                       recipient=out.recipient, recipient_name=out.recipient_name,

@@ -35,6 +35,11 @@ class RenderedMail:
     html: str
 
 
+def _body_of(html: str) -> str:
+    start, end = html.find("<body>"), html.rfind("</body>")
+    return html[start + len("<body>"):end] if start >= 0 and end > start else html
+
+
 class Templates:
     def __init__(self, folder: Path | None = None) -> None:
         folders = [folder] if folder else []
@@ -50,6 +55,17 @@ class Templates:
         parts = [self._template(name, language, part).render(context) for part in PARTS]
         subject = " ".join(parts[0].split())
         return RenderedMail(subject, parts[1].strip() + "\n", parts[2])
+
+    def render_in(self, name: str, languages: list[str], context_for) -> RenderedMail:
+        """One mail in one language, or in several one after the other (for a customer
+        whose language we do not serve: English, then French)."""
+        mails = [self.render(name, language, context_for(language)) for language in languages]
+        if len(mails) == 1:
+            return mails[0]
+        html = "".join(_body_of(m.html) for m in mails[1:])
+        return RenderedMail(" / ".join(dict.fromkeys(m.subject for m in mails)),
+                            "\n-----\n\n".join(m.text for m in mails),
+                            mails[0].html.replace("</body>", f"<hr>{html}</body>", 1))
 
     def _template(self, name: str, language: str, part: str) -> jinja2.Template:
         try:

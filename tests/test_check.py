@@ -78,8 +78,11 @@ def test_the_arrival_day_is_the_contracts_own(loaded):
 def test_automatic_mail_and_language(loaded):
     auto = check_mail(loaded, RULES, POLICY, mail("alice.martin@acme.example", "Auto-Submitted: auto-replied\r\n"), MONDAY)
     assert auto["kind"] == "automatic" and auto["entitled"] is None
-    french = check_mail(loaded, RULES, POLICY, mail("jean.dupont@initech.example"), MONDAY)
-    assert (french["language"], french["language_source"]) == ("fr", "customer's preferred language")
+    english = check_mail(loaded, RULES, POLICY, mail("jean.dupont@initech.example"), MONDAY)
+    assert (english["language"], english["language_source"]) == ("en", "detected")  # they wrote English
+    short = mail("jean.dupont@initech.example").replace(b"Our instance does not respond since this morning.", b"Merci")
+    short = short.replace(b"Instance down", b"Re")
+    assert check_mail(loaded, RULES, POLICY, short, MONDAY)["language_source"] == "customer's preferred language"
 
 
 def test_the_command_prints_one_json_object(tmp_path, dovecot):

@@ -359,3 +359,39 @@ def test_an_authenticated_contact_is_served(contracted):
     contracted.record_mail("INBOX", 7, 1, mail(1, "alice.martin@acme.example", signed), MONDAY, AUTHENTICATED)
     assert rows(contracted, Ticket)[0].status == "open"
     assert [m.purpose for m in rows(contracted, OutboxMail)] == ["ack"]
+
+
+GERMAN = ("Guten Tag, seit heute Morgen startet unser Scheduler keine Abläufe mehr. Alle Ausführungen "
+          "bleiben im Status CREATED, obwohl wir die Worker neu gestartet haben. Können Sie uns helfen?")
+
+
+def german_request(sender: str, body: str) -> bytes:
+    return (f"From: Klaus <{sender}>\r\nTo: support@vendor.example\r\nSubject: Scheduler steht\r\n"
+            f"Message-ID: <de-{len(body)}@acme.example>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+            f"{body}\r\n").encode()
+
+
+def test_a_request_in_a_language_not_served_is_refused_in_english_and_french(contracted):
+    contracted.record_mail("INBOX", 7, 1, german_request("alice.martin@acme.example", GERMAN), MONDAY, WITH_CONTRACTS)
+    [ticket] = rows(contracted, Ticket)
+    [refusal] = rows(contracted, OutboxMail)
+    assert (ticket.status, refusal.purpose) == ("refused", "refusal")
+    body = email.message_from_bytes(refusal.raw, policy=email.policy.default)
+    text = " ".join(body.get_body(("plain",)).get_content().split())
+    assert text.index("Hello") < text.index("Bonjour")
+    assert "the request is written in German; support is provided in English / French" in text
+    assert "la demande est rédigée en allemand ; le support est assuré en anglais / français" in text
+
+
+def test_a_short_or_unsure_text_is_never_refused_for_its_language(contracted):
+    contracted.record_mail("INBOX", 7, 1, german_request("alice.martin@acme.example", "Danke!"), MONDAY, WITH_CONTRACTS)
+    assert rows(contracted, Ticket)[0].status == "open"
+    assert [m.purpose for m in rows(contracted, OutboxMail)] == ["ack"]
+
+
+def test_the_answer_follows_the_language_the_customer_wrote_in(contracted):
+    french = ("Bonjour, depuis ce matin notre ordonnanceur ne lance plus aucune exécution. "
+              "Pouvez-vous nous aider ?")
+    contracted.record_mail("INBOX", 7, 1, german_request("alice.martin@acme.example", french), MONDAY, WITH_CONTRACTS)
+    [ack] = rows(contracted, OutboxMail)
+    assert rows(contracted, Ticket)[0].language == "fr" and b"Bonjour" in ack.raw  # Acme prefers English
