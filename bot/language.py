@@ -22,6 +22,8 @@ NAMES = {
 }
 REFUSE_MIN_CHARS, REFUSE_MIN_CONFIDENCE = 80, 0.9
 SAMPLE_CHARS = 1000  # enough to tell a language (measured); detection time grows with the text
+QUICK_CHARS = 300  # a first look, trusted only when it finds a served language for sure
+SERVED_QUICKLY = ("en", "fr")
 ANSWER_MIN_CHARS, ANSWER_MIN_CONFIDENCE = 20, 0.7
 
 
@@ -44,11 +46,20 @@ class Detected:
             and self.confidence >= ANSWER_MIN_CONFIDENCE
 
 
-def detect(text: str) -> Detected:
-    letters = sum(c.isalpha() for c in text[:SAMPLE_CHARS])
-    if not letters:
-        return Detected(None, 0.0, 0)
-    values = _detector().compute_language_confidence_values(text[:SAMPLE_CHARS])
+def detect(text: str, detector=None) -> Detected:
+    """Most mail is plainly English or French from its first lines; only when it is not is
+    a longer sample read (time grows with the text), so that an error message quoted in
+    another language at the top does not decide."""
+    detector = detector or _detector()
+    quick = _detect(text[:QUICK_CHARS], detector)
+    if quick.code in SERVED_QUICKLY and quick.confidence >= REFUSE_MIN_CONFIDENCE and len(text) > QUICK_CHARS:
+        return Detected(quick.code, quick.confidence, sum(c.isalpha() for c in text[:SAMPLE_CHARS]))
+    return quick if len(text) <= QUICK_CHARS else _detect(text[:SAMPLE_CHARS], detector)
+
+
+def _detect(sample: str, detector) -> Detected:
+    letters = sum(c.isalpha() for c in sample)
+    values = detector.compute_language_confidence_values(sample) if letters else []
     if not values:
         return Detected(None, 0.0, letters)
     best = values[0]
