@@ -59,6 +59,7 @@ SCRIPT = (
     Step(41, "08-request.eml", "a customer on a free trial", "it@aperture.example"),
     Step(43, "08-request.eml", "an Astran customer whose unpaid invoice is disputed (still served)",
          "it@cyberdyne.example"),
+    Step(45, "09-german.eml", "a registered contact writes in German (answered in English and French)"),
 )
 
 
