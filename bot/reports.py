@@ -21,9 +21,9 @@ def ticket_lines(engine: Engine, status: str | None = None) -> list[str]:
         if status:
             query = query.where(Ticket.status == status)
         tickets = session.exec(query).all()
-    header = f"{'ticket':<11} {'status':<8} {'received':<23} {'acknowledged':<23} requester / subject"
+    header = f"{'ticket':<11} {'status':<12} {'received':<23} {'acknowledged':<23} requester / subject"
     return [header] + [
-        f"{t.reference:<11} {t.status:<8} {_when(t.received_at):<23} {_when(t.acknowledged_at):<23} "
+        f"{t.reference:<11} {t.status:<12} {_when(t.received_at):<23} {_when(t.acknowledged_at):<23} "
         f"{t.requester} / {t.subject}" for t in tickets]
 
 
