@@ -47,7 +47,8 @@ def check_mail(engine: Engine, rules: Rules, policy: d.Policy, raw: bytes, at: d
     result.update(customer=customer and customer.key,
                   contract=assessment.contract and assessment.contract.number,
                   policy=assessment.contract and assessment.contract.policy,
-                  entitled=decision.status == "open", status=decision.status)
+                  entitled=decision.status == "open", status=decision.status,
+                  flags=list(decision.flags))
     return result
 
 

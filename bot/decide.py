@@ -14,6 +14,7 @@ from typing import Protocol
 
 from bot.authres import verify_sender
 from bot.entitlement import BILINGUAL, ContractTerms, InvoiceState, Reason, Verdict, assess
+from bot.exclusions import flag_exclusions
 from bot.language import detect
 from bot.identify import Sender
 from bot.mailparse import ParsedMail, UnparseableMail, parse
@@ -72,6 +73,7 @@ class OutgoingMail:
     references: tuple[str, ...]
     reasons: tuple[str, ...] = ()  # why support was refused, for the refusal mail
     customer_name: str | None = None
+    exclusions: tuple[dict, ...] = ()  # possibly excluded matters: description per language
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class Decision:
     status: str = "open"  # of a new ticket: open, refused or unidentified
     customer_id: int | None = None
     contract_id: int | None = None
+    flags: tuple[str, ...] = ()  # possibly excluded matters (exclusion keys), for the agent
 
 
 def decide(reading: Reading, received_at: datetime, view: DecisionView, policy: Policy) -> Decision:
@@ -171,13 +174,14 @@ def _customer_mail(mail: ParsedMail, view: DecisionView, policy: Policy, base: d
         reply = ()
     return Decision(NEW_TICKET, reasons=tuple(reasons), language=request["language"],
                     outgoing=reply + request["notices"], status=request["status"],
-                    customer_id=request["customer_id"], contract_id=request["contract_id"], **base)
+                    customer_id=request["customer_id"], contract_id=request["contract_id"],
+                    flags=tuple(flag.key for flag in request["flags"]), **base)
 
 
 def _request(mail: ParsedMail, view: DecisionView, policy: Policy, received_at: datetime) -> dict:
     """Who wrote and what their contract allows, as the new ticket records it."""
     plain = dict(status="open", reasons=(), language=policy.default_language, customer_id=None,
-                 contract_id=None, customer_name=None, notices=())
+                 contract_id=None, customer_name=None, notices=(), flags=(), exclusions=())
     if policy.rules is None:
         return plain
     if policy.authserv_id:
@@ -208,7 +212,11 @@ def _request(mail: ParsedMail, view: DecisionView, policy: Policy, received_at: 
         return dict(request, status="unidentified", notices=notices)
     where = f"contract {assessment.contract.number}" if assessment.contract else customer.name
     if verdict.entitled:
-        return dict(request, reasons=(f"entitled under {where} ({assessment.policy.name})",))
+        flags = flag_exclusions(assessment.policy, f"{mail.subject}\n{mail.text}")
+        described = {e.key: e.description for e in assessment.policy.exclusions}
+        return dict(request, flags=flags, exclusions=tuple(described[f.key] for f in flags),
+                    reasons=(f"entitled under {where} ({assessment.policy.name})",)
+                    + tuple(f"may be an excluded matter ({f.key}): {f.evidence}" for f in flags))
     return dict(request, status="refused")
 
 
@@ -218,7 +226,8 @@ def _reply(mail: ParsedMail, request: dict, policy: Policy) -> tuple[OutgoingMai
     template = {"open": "ack", "refused": "refusal", "unidentified": "unknown_sender"}[request["status"]]
     references = mail.references + ((mail.message_id,) if mail.message_id else ())
     return (OutgoingMail(template, template, request["language"], mail.from_addr, mail.from_name, mail.subject,
-                         mail.message_id, references, tuple(request["reasons"]), request["customer_name"]),)
+                         mail.message_id, references, tuple(request["reasons"]), request["customer_name"],
+                         request["exclusions"]),)
 
 
 def _notice(mail: ParsedMail, triage_address: str, why: str) -> OutgoingMail:

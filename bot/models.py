@@ -44,6 +44,7 @@ class Ticket(SQLModel, table=True):
     status: str = Field(default="open", max_length=20, index=True)
     customer_id: Optional[int] = Field(default=None, foreign_key="customers.id", index=True)
     contract_id: Optional[int] = Field(default=None, foreign_key="contracts.id")
+    flags: str = Field(default="", max_length=400)  # possibly excluded matters, comma-separated
     received_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     acknowledged_at: Optional[datetime] = _when()
     first_response_at: Optional[datetime] = _when()

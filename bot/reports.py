@@ -38,7 +38,7 @@ def ticket_report(engine: Engine, reference: str) -> list[str] | None:
         events = session.exec(select(Event).where(Event.ticket_id == ticket.id).order_by(Event.id)).all()
     lines = [f"{ticket.reference}  {ticket.subject}",
              f"  requester     {ticket.requester_name} <{ticket.requester}>".replace(" <", " <", 1),
-             f"  status        {ticket.status}",
+             f"  status        {ticket.status}" + (f"  (may be excluded: {ticket.flags})" if ticket.flags else ""),
              f"  language      {ticket.language}",
              f"  received      {_when(ticket.received_at)}",
              f"  acknowledged  {_when(ticket.acknowledged_at)}",

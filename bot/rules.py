@@ -270,8 +270,13 @@ class Entitlement(_Model):
 
 
 class Exclusion(_Model):
+    """A matter the contract does not cover. It cannot be decided by rule, so a request
+    that seems to concern it is flagged for the agent and the customer is told, politely."""
+
     key: Key
     description: dict[Lang, str]
+    patterns: tuple[Regex, ...] = ()  # evidence in the customer's words (any language)
+    older_than_latest_release: bool = False  # a version the customer names, below latest_release
 
 
 class Escalation(_Model):
@@ -305,6 +310,7 @@ class Policy(_Model):
     exclusions: tuple[Exclusion, ...] = ()
     escalation: Escalation = Escalation()
     customer_escalation_markers: tuple[str, ...] = ()
+    latest_release: str | None = Field(None, pattern=r"^\d+(\.\d+)*$")  # e.g. "0.20"
     overridable: tuple[Literal["hours", "targets"], ...] = ()
     clauses: dict[ClauseKey, str] = {}  # citations used to explain decisions
 

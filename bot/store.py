@@ -309,6 +309,7 @@ class Store:
                 reference=reference, requester=mail.from_addr, requester_name=mail.from_name[:200],
                 subject=mail.subject[:998], language=decision.language, status=decision.status,
                 customer_id=decision.customer_id, contract_id=decision.contract_id,
+                flags=",".join(decision.flags)[:400],
                 received_at=decision.received_at))
             view.tickets[reference] = None
             rows.event(reference, None, now, "ticket_created",
@@ -337,7 +338,8 @@ class Store:
                    "requester": decision.mail.from_addr if decision.mail else "",
                    "customer_name": out.customer_name}
         rendered = self.templates.render_in(out.template, out.language.split("+"), lambda language: dict(
-            context, reasons=[r.text(language) if isinstance(r, Reason) else r for r in out.reasons]))
+            context, reasons=[r.text(language) if isinstance(r, Reason) else r for r in out.reasons],
+            exclusions=[e.get(language) or next(iter(e.values())) for e in out.exclusions]))
         now = self.clock.now()
         raw = compose(rendered, sender=self.sender.address, sender_name=self.sender.name,
                       recipient=out.recipient, recipient_name=out.recipient_name,

@@ -21,7 +21,8 @@ PARTS = ("subject.txt", "body.txt", "body.html")
 SAMPLE_CONTEXT = {"ticket": {"id": 1, "reference": "SUP-000001"}, "original_subject": "Sample subject",
                   "recipient_name": "Sample Customer", "from_name": "Support",
                   "requester": "someone@customer.example", "customer_name": "Sample Customer Ltd",
-                  "reasons": ["invoice INV-1001, due 31 March 2026, is unpaid"]}
+                  "reasons": ["invoice INV-1001, due 31 March 2026, is unpaid"],
+                  "exclusions": ["Support on site."]}
 
 
 class TemplateError(LocatedError):

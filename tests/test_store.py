@@ -395,3 +395,17 @@ def test_the_answer_follows_the_language_the_customer_wrote_in(contracted):
     contracted.record_mail("INBOX", 7, 1, german_request("alice.martin@acme.example", french), MONDAY, WITH_CONTRACTS)
     [ack] = rows(contracted, OutboxMail)
     assert rows(contracted, Ticket)[0].language == "fr" and b"Bonjour" in ack.raw  # Acme prefers English
+
+
+def test_a_possibly_excluded_matter_is_flagged_and_mentioned_not_refused(contracted):
+    body = "We run Kestra 0.19.4 with a custom plugin and the scheduler is stuck since this morning."
+    contracted.record_mail("INBOX", 7, 1, german_request("alice.martin@acme.example", body), MONDAY, WITH_CONTRACTS)
+    [ticket] = rows(contracted, Ticket)
+    [ack] = rows(contracted, OutboxMail)
+    assert (ticket.status, ticket.flags, ack.purpose) == ("open", "superseded_releases,custom_plugins", "ack")
+    text = " ".join(email.message_from_bytes(ack.raw, policy=email.policy.default)
+                    .get_body(("plain",)).get_content().split())
+    assert "may concern a matter that your support agreement does not cover" in text
+    assert "custom plugins not officially supported by Kestra" in text
+    assert "may be an excluded matter (superseded_releases): version 0.19.4 is older than 1.0" in \
+        rows(contracted, Message)[0].reason

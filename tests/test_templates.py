@@ -16,7 +16,7 @@ LANGUAGES = ("en", "fr")
 CONTEXT = {"ticket": {"reference": "SUP-000042"}, "original_subject": "Scheduler <b>down</b>",
            "recipient_name": "Zoë O'Brien", "from_name": "Vendor Support",
            "requester": "zoe@acme.example", "customer_name": "Acme <Industries>",
-           "reasons": ["invoice INV-1001, due 31 March 2026, is unpaid"]}
+           "reasons": ["invoice INV-1001, due 31 March 2026, is unpaid"], "exclusions": []}
 
 
 def template_names() -> list[str]:
