@@ -90,8 +90,6 @@ def upgrade() -> None:
     with op.batch_alter_table('tickets', schema=None) as batch_op:
         batch_op.add_column(sa.Column('customer_id', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('contract_id', sa.Integer(), nullable=True))
-        batch_op.add_column(sa.Column('flags', sqlmodel.sql.sqltypes.AutoString(length=400),
-                                      nullable=False, server_default=''))
         batch_op.create_index(batch_op.f('ix_tickets_customer_id'), ['customer_id'], unique=False)
         batch_op.create_foreign_key('fk_tickets_contract_id', 'contracts', ['contract_id'], ['id'])
         batch_op.create_foreign_key('fk_tickets_customer_id', 'customers', ['customer_id'], ['id'])
@@ -102,7 +100,6 @@ def downgrade() -> None:
         batch_op.drop_constraint('fk_tickets_customer_id', type_='foreignkey')
         batch_op.drop_constraint('fk_tickets_contract_id', type_='foreignkey')
         batch_op.drop_index(batch_op.f('ix_tickets_customer_id'))
-        batch_op.drop_column('flags')
         batch_op.drop_column('contract_id')
         batch_op.drop_column('customer_id')
 
