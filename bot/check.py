@@ -23,7 +23,7 @@ def check_mail(engine: Engine, rules: Rules, policy: d.Policy, raw: bytes, at: d
     """The decision as one JSON-ready object (keys documented in the README)."""
     reading = d.read(raw)
     with engine.connect() as db:
-        view = SliceView.load(db, [reading], at - d.RATE_WINDOW, policy.reference_prefix)
+        view = SliceView.load(db, [reading], at - d.RATE_WINDOW, policy)
         decision = d.decide(reading, at, view, policy)
         sender, contracts = sender_and_contracts(db, reading.mail.from_addr) \
             if reading.mail and reading.mail.from_addr else (None, [])

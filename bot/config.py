@@ -205,6 +205,7 @@ class BotSettings(_Section):
     require_authenticated_sender: bool = False
     authserv_id: str | None = None
     ack_rate_limit_per_hour: _int(1) = 5
+    triage_notices_per_hour: _int(1) = 20
     instance_name: str = Field(default_factory=socket.gethostname, min_length=1)
 
     @model_validator(mode="before")

@@ -56,6 +56,7 @@ class Policy:
     # acknowledged (store tests that are not about contracts); the service always sets it.
     rules: Rules | None = None
     triage_address: str | None = None  # told about requests from unknown senders
+    triage_notices_per_hour: int = 20
     authserv_id: str | None = None  # set: the From address must be authenticated by this server
 
 
@@ -172,8 +173,13 @@ def _customer_mail(mail: ParsedMail, view: DecisionView, policy: Policy, base: d
         reasons.append(f"no automatic reply: rate limit of {policy.ack_rate_limit_per_hour} "
                        f"automatic mails per hour to {mail.from_addr} reached")
         reply = ()
+    notices = request["notices"]
+    if notices and view.automatic_mails_to(policy.triage_address, since) >= policy.triage_notices_per_hour:
+        reasons.append(f"triage not told: {policy.triage_notices_per_hour} notices in the last hour "
+                       f"already; the request waits in: supportbot tickets list --status {request['status']}")
+        notices = ()
     return Decision(NEW_TICKET, reasons=tuple(reasons), language=request["language"],
-                    outgoing=reply + request["notices"], status=request["status"],
+                    outgoing=reply + notices, status=request["status"],
                     customer_id=request["customer_id"], contract_id=request["contract_id"],
                     flags=tuple(flag.key for flag in request["flags"]), **base)
 

@@ -40,6 +40,7 @@ def decision_policy(settings: Settings, rules=None) -> d.Policy:
     return d.Policy(support_address=b.support_address, message_id_domain=b.message_id_domain,
                     reference_prefix=b.reference_prefix, default_language=b.default_language,
                     ack_rate_limit_per_hour=b.ack_rate_limit_per_hour,
+                    triage_notices_per_hour=b.triage_notices_per_hour,
                     rules=rules or load_rules(b.rules_path), triage_address=b.triage_address,
                     authserv_id=b.authserv_id if b.require_authenticated_sender else None)
 

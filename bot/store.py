@@ -71,7 +71,7 @@ class SliceView:
 
     @classmethod
     def load(cls, db: sa.Connection, readings: list[d.Reading], since: datetime,
-             prefix: str) -> "SliceView":
+             policy: d.Policy) -> "SliceView":
         view = cls()
         mails = [r.mail for r in readings if r.mail]
         keys = {r.message_key for r in readings}
@@ -88,12 +88,13 @@ class SliceView:
                                   .join(TICKETS, TICKETS.c.id == table.c.ticket_id), table.c.message_id, ids):
                 known[row.message_id] = row.reference
                 view._know(row.reference, row.id)
-        tags = {tag for mail in mails for tag in subject_tags(mail, prefix)}
+        tags = {tag for mail in mails for tag in subject_tags(mail, policy.reference_prefix)}
         for row in _select_in(db, sa.select(TICKETS.c.id, TICKETS.c.reference), TICKETS.c.reference, tags):
             view._know(row.reference, row.id)
         senders = {mail.from_addr for mail in mails if mail.from_addr}
+        recipients = senders | ({policy.triage_address} if policy.triage_address else set())
         for row in _select_in(db, sa.select(OUTBOX.c.recipient, OUTBOX.c.created_at)
-                              .where(OUTBOX.c.created_at >= since), OUTBOX.c.recipient, senders):
+                              .where(OUTBOX.c.created_at >= since), OUTBOX.c.recipient, recipients):
             view.automatic.setdefault(row.recipient, []).append(row.created_at)
         view.directory = directory(db, senders)
         return view
@@ -235,7 +236,7 @@ class Store:
             return []
         first = number = self._ticket_number(db)  # first: later reads see what others committed
         since = min(mail.internaldate for mail, _ in mails) - d.RATE_WINDOW
-        view = SliceView.load(db, [reading for _, reading in mails], since, policy.reference_prefix)
+        view = SliceView.load(db, [reading for _, reading in mails], since, policy)
         rows = _Rows()
         outcomes = []
         for mail, reading in mails:

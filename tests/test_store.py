@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -314,6 +315,21 @@ def test_an_unknown_sender_is_asked_who_they_are_and_triage_is_told(contracted):
     assert (mails["unknown_sender"].recipient, mails["triage"].recipient) == (
         "someone@unknown.example", "triage@vendor.example")
     assert b"someone@unknown.example" in mails["triage"].raw
+
+
+def test_a_flood_of_unknown_senders_tells_triage_at_most_the_hourly_limit(contracted):
+    policy = replace(WITH_CONTRACTS, triage_notices_per_hour=3)
+    for n in range(1, 6):
+        contracted.record_mail("INBOX", 7, n, request_from(f"stranger{n}@unknown.example", n),
+                               MONDAY + timedelta(minutes=n), policy)
+    purposes = [m.purpose for m in rows(contracted, OutboxMail)]
+    assert purposes.count("unknown_sender") == 5 and purposes.count("triage") == 3
+    assert [t.status for t in rows(contracted, Ticket)] == ["unidentified"] * 5
+    quiet = [m.reason for m in rows(contracted, Message) if "triage not told" in m.reason]
+    assert len(quiet) == 2 and "supportbot tickets list --status unidentified" in quiet[0]
+    contracted.record_mail("INBOX", 7, 6, request_from("stranger6@unknown.example", 6),
+                           MONDAY + timedelta(minutes=62), policy)  # an hour after the first notice
+    assert [m.purpose for m in rows(contracted, OutboxMail)].count("triage") == 4
 
 
 def test_a_french_customer_is_answered_in_french(contracted):
