@@ -59,7 +59,9 @@ SCRIPT = (
     Step(41, "08-request.eml", "a customer on a free trial", "it@aperture.example"),
     Step(43, "08-request.eml", "an Astran customer whose unpaid invoice is disputed (still served)",
          "it@cyberdyne.example"),
-    Step(45, "09-german.eml", "a registered contact writes in German (answered in English and French)"),
+    Step(44, "08-request.eml", "an Astran customer whose contract takes effect in January", "it@wayne.example"),
+    Step(45, "08-request.eml", "a customer on record with no contract yet", "pepper.potts@stark.example"),
+    Step(46, "09-german.eml", "a registered contact writes in German (answered in English and French)"),
 )
 
 

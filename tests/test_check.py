@@ -56,6 +56,10 @@ def mail(sender: str, extra: str = "", subject: str = "Instance down") -> bytes:
     ("it@cyberdyne.example", "customer_domain", "cyberdyne", "AST-2026-003", True, None),  # disputed: §10
     ("it@aperture.example", "customer_domain", "aperture", "AST-TRIAL-77", False,
      "contract AST-TRIAL-77 is a free use (trial) subscription, which does not include support"),
+    ("it@wayne.example", "customer_domain", "wayne", "AST-2027-001", False,
+     "contract AST-2027-001 takes effect on 1 January 2027"),
+    ("pepper.potts@stark.example", "contact", "stark", None, False,
+     "there is no contract on record for Stark Industries"),
     ("someone@unknown.example", "unknown", None, None, False,
      "someone@unknown.example is not the address of a known customer"),
 ])

@@ -97,11 +97,12 @@ def test_demo_runs_and_leaves_the_sent_mails(tmp_path):
     assert result.returncode == 0, result.stderr
     sent = sorted((tmp_path / "demo" / "sent").glob("*.eml"))
     purposes = sorted(path.name.split(".")[1] for path in sent)
-    assert purposes == ["ack"] * 3 + ["refusal"] * 7 + ["triage", "unknown_sender"]
+    assert purposes == ["ack"] * 3 + ["refusal"] * 9 + ["triage", "unknown_sender"]
     assert "ticket opened: SUP-000001" in result.stdout
     for reason in ("is not a registered contact", "was not renewed", "was terminated on",
                    "due 31 October 2026, is unpaid", "(disputed), due 31 July 2026", "free use (trial)",
-                   "is not the address of a known customer", "the request is written in German"):
+                   "is not the address of a known customer", "the request is written in German",
+                   "takes effect on 1 January 2027", "no contract on record for Stark Industries"):
         assert reason in result.stdout, reason
     assert "automatic mail (auto-submitted" in result.stdout
     assert "quarantined: no usable sender" in result.stdout

@@ -43,10 +43,10 @@ def write(tmp_path: Path, text: str, name: str = "contracts.yaml") -> Path:
 
 def test_the_sample_file_imports_once_and_again_changes_nothing(engine):
     first = import_file(engine, SAMPLES / "contracts.yaml", RULES)
-    assert first.created == {"customers": 10, "domains": 10, "contacts": 6, "contracts": 10, "invoices": 6}
+    assert first.created == {"customers": 12, "domains": 12, "contacts": 7, "contracts": 11, "invoices": 6}
     again = import_file(engine, SAMPLES / "contracts.yaml", RULES)
     assert (again.created, again.updated) == ({}, {})
-    assert len(rows(engine, Contract)) == 10
+    assert len(rows(engine, Contract)) == 11
     [tyrell] = [c for c in rows(engine, Contract) if c.number == "AST-2025-031"]
     assert tyrell.overrides["targets"] == {"urgent": "4 business hours"}
     assert {c.address for c in rows(engine, Contact)} >= {"alice.martin@acme.example"}
@@ -174,7 +174,7 @@ def test_the_commands_as_an_operator_runs_them(tmp_path, dovecot):
     imported = supportbot("contracts", "import", str(SAMPLES / "contracts.yaml"), str(SAMPLES / "invoices.csv"),
                           "--config", str(config))
     assert imported.returncode == 0, imported.stderr
-    assert "customers: 10 new" in imported.stdout and "invoices: 1 new" in imported.stdout
+    assert "customers: 12 new" in imported.stdout and "invoices: 1 new" in imported.stdout
     listing = supportbot("contracts", "list", "--config", str(config))
     assert "AST-TRIAL-77" in listing.stdout and "free use" in listing.stdout
     paid = supportbot("invoices", "pay", "AST-INV-388", "--on", "2026-11-24", "--config", str(config))
