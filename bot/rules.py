@@ -116,9 +116,12 @@ class WeeklyHours(_Model):
 
 
 def _zone(name: str) -> tzinfo:
-    m = re.fullmatch(r"UTC([+-])(\d{2}):(\d{2})", name)
+    """An IANA name (with its DST rules), or a fixed offset: UTC+1, UTC+01, UTC+01:00, UTC-05:30."""
+    m = re.fullmatch(r"UTC([+-])(\d{1,2})(?::?(\d{2}))?", name)
     if m:
-        offset = timedelta(hours=int(m[2]), minutes=int(m[3]))
+        offset = timedelta(hours=int(m[2]), minutes=int(m[3] or 0))
+        if offset >= timedelta(hours=24) or int(m[3] or 0) > 59:
+            raise ValueError(f"{name}: not an offset")
         return timezone(-offset if m[1] == "-" else offset, name)
     return ZoneInfo(name)
 
