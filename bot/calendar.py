@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from functools import lru_cache
 
-from bot.rules import Calendar
+from bot.memo import ByIdentity
+from bot.rules import Calendar, Target
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MICROSECOND = timedelta(microseconds=1)
@@ -39,7 +40,8 @@ GROW_YEARS = 5  # years added to a table at a time
 class _Table:
     """Open intervals [starts[i], ends[i]) in UTC microseconds, in order, not overlapping,
     for the years first_year..last_year; before[i] and after[i] are the business time of
-    the intervals before i, without and with interval i."""
+    the intervals before i, without and with interval i. Instants in [low, high) are
+    answered without growing it: a year of margin on each side."""
 
     first_year: int
     last_year: int
@@ -47,14 +49,8 @@ class _Table:
     ends: tuple[int, ...] = ()
     before: tuple[int, ...] = ()
     after: tuple[int, ...] = ()
-
-    @property
-    def safe(self) -> tuple[int, int]:
-        """Instants answered without growing: a year of margin on each side."""
-        if not self.starts:
-            return 0, 0
-        return _micros(datetime(self.first_year + 1, 1, 1, tzinfo=timezone.utc)), \
-            _micros(datetime(self.last_year, 1, 1, tzinfo=timezone.utc))
+    low: int = 0
+    high: int = 0
 
 
 class BusinessTime:
@@ -64,54 +60,67 @@ class BusinessTime:
     def __init__(self, calendar: Calendar) -> None:
         self.calendar = calendar
         self.zone = calendar.tz
+        self.day_length = calendar.day_length  # what "1 business day" is on this calendar
         self._lock = threading.Lock()
         self._table = _Table(0, 0)
-        self._safe = (0, 0)
+
+    def duration(self, target: Target) -> timedelta:
+        """A target as business time on this calendar: hours, or days × the day's length."""
+        return target.over(self.day_length)
 
     def next_open(self, moment: datetime) -> datetime:
         """The next business instant at or after `moment` (itself when open)."""
+        return self.schedule(moment)[0]
+
+    def add(self, moment: datetime, duration: timedelta) -> datetime:
+        """`moment` plus `duration` of business time: the instant at which that much has run."""
+        return self.schedule(moment, duration)[1]
+
+    def schedule(self, moment: datetime, *durations: timedelta) -> tuple[datetime, ...]:
+        """The next business instant at or after `moment`, then for each duration the
+        instant at which that much business time has run since `moment`: one lookup for a
+        deadline's start, due time and warning time."""
         x = _micros(moment)
         table = self._table_for(x)
-        start = table.starts[bisect_right(table.ends, x)]
-        return moment if start <= x else _instant(start)
+        i = bisect_right(table.ends, x)
+        start = table.starts[i]
+        position = table.before[i] + (x - start if start < x else 0)
+        times = [moment if start <= x else _instant(start)]
+        for duration in durations:
+            if duration < timedelta(0):
+                raise ValueError("cannot add a negative business duration")
+            if not duration:
+                times.append(moment)
+                continue
+            goal = position + duration // MICROSECOND
+            while goal > table.after[-1]:
+                table = self._grow(table.first_year, table.last_year + GROW_YEARS)
+            j = bisect_left(table.after, goal)
+            times.append(_instant(table.starts[j] + goal - table.before[j]))
+        return tuple(times)
 
     def is_open(self, moment: datetime) -> bool:
         x = _micros(moment)
         table = self._table_for(x)
         return table.starts[bisect_right(table.ends, x)] <= x
 
-    def add(self, moment: datetime, duration: timedelta) -> datetime:
-        """`moment` plus `duration` of business time: the instant at which that much has run."""
-        if duration < timedelta(0):
-            raise ValueError("cannot add a negative business duration")
-        if not duration:
-            return moment
-        x = _micros(moment)
-        table = self._table_for(x)
-        goal = _position(table, x) + duration // MICROSECOND
-        while goal > table.after[-1]:
-            table = self._grow(table.first_year, table.last_year + GROW_YEARS)
-        j = bisect_left(table.after, goal)
-        return _instant(table.starts[j] + goal - table.before[j])
-
     def elapsed(self, start: datetime, end: datetime) -> timedelta:
         """Business time between two instants (negative when `end` is before `start`)."""
         a, b = _micros(start), _micros(end)
-        table = self._table_for(a, b)
+        self._table_for(min(a, b))
+        table = self._table_for(max(a, b))
         return (_position(table, b) - _position(table, a)) * MICROSECOND
 
-    def _table_for(self, *xs: int) -> _Table:
-        """A table on which every x has an interval ending after it."""
-        low, high = self._safe
-        if all(low <= x < high for x in xs):
-            return self._table
+    def _table_for(self, x: int) -> _Table:
+        """A table on which x has an interval ending after it (and all it had before)."""
         table = self._table
-        years = [_instant(x).year for x in xs]
-        first = min([*years, table.first_year] if table.starts else years) - 1
-        last = max([*years, table.last_year] if table.starts else years) + GROW_YEARS
-        table = self._grow(first, last)
-        while table.ends[-1] <= max(xs):
-            table = self._grow(first, table.last_year + GROW_YEARS)
+        if table.low <= x < table.high:
+            return table
+        year = _instant(x).year
+        first = min(year, table.first_year) if table.starts else year
+        table = self._grow(first - 1, max(year, table.last_year) + GROW_YEARS)
+        while table.ends[-1] <= x:
+            table = self._grow(table.first_year, table.last_year + GROW_YEARS)
         return table
 
     def _grow(self, first_year: int, last_year: int) -> _Table:
@@ -124,7 +133,7 @@ class BusinessTime:
                 table = _build(self.calendar, self.zone, first, max(last_year, table.last_year))
                 if not table.starts:
                     raise ValueError("the calendar has no business time in these years")
-                self._table, self._safe = table, table.safe
+                self._table = table
             return table
 
 
@@ -153,7 +162,9 @@ def _build(calendar: Calendar, zone, first_year: int, last_year: int) -> _Table:
             total += end - start
             after.append(total)
         day += timedelta(days=1)
-    return _Table(first_year, last_year, tuple(starts), tuple(ends), tuple(before), tuple(after))
+    low = _micros(datetime(first_year + 1, 1, 1, tzinfo=timezone.utc))
+    high = _micros(datetime(last_year, 1, 1, tzinfo=timezone.utc))
+    return _Table(first_year, last_year, tuple(starts), tuple(ends), tuple(before), tuple(after), low, high)
 
 
 def _micros(moment: datetime) -> int:
@@ -166,9 +177,17 @@ def _instant(micros: int) -> datetime:
     return EPOCH + micros * MICROSECOND
 
 
-@lru_cache(maxsize=64)
+_clocks = ByIdentity(lambda calendar: _clock_for(calendar))
+
+
 def business_time(calendar: Calendar) -> BusinessTime:
-    """One BusinessTime per calendar (an order's overridden hours are a calendar too)."""
+    """One BusinessTime per calendar (an order's overridden hours are a calendar too):
+    found by identity first, since hashing a calendar costs more than the arithmetic."""
+    return _clocks(calendar)
+
+
+@lru_cache(maxsize=64)
+def _clock_for(calendar: Calendar) -> BusinessTime:
     return BusinessTime(calendar)
 
 

@@ -213,11 +213,15 @@ class Target:
 
     def business_time(self, calendar: Calendar) -> timedelta:
         """The target as business time to count on `calendar` (days × its day length)."""
+        return self.over(calendar.day_length)
+
+    def over(self, day_length: timedelta | None) -> timedelta:
+        """The target as business time, a business day lasting `day_length`."""
         if self.unit == "business_hours":
             return timedelta(hours=self.amount)
-        if calendar.day_length is None:
+        if day_length is None:
             raise ValueError("business days need a calendar whose open days are equally long")
-        return self.amount * calendar.day_length
+        return self.amount * day_length
 
     def __str__(self) -> str:
         noun = "hour" if self.unit == "business_hours" else "day"

@@ -8,11 +8,13 @@ target (best effort) has no deadline at all, and so nothing to warn or escalate 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Any, Mapping
 
-from bot.calendar import business_time
+from bot.calendar import BusinessTime, business_time
+from bot.memo import ByIdentity
 from bot.rules import Calendar, Policy, Rules, Target
 
 
@@ -41,20 +43,45 @@ class Deadline:
 
 def terms_for(policy: Policy, calendar: Calendar, overrides: Mapping[str, Any] | None
               ) -> tuple[Policy, Calendar]:
-    """The policy and calendar that apply to one contract (its Order's overrides applied)."""
-    return policy.with_overrides(calendar, overrides) if overrides else (policy, calendar)
+    """The policy and calendar that apply to one contract (its Order's overrides applied),
+    the same objects for the same overrides, so that what is built from them is reused."""
+    if not overrides:
+        return policy, calendar
+    return _overridden(policy, calendar, extra=(json.dumps(overrides, sort_keys=True, default=str),))
+
+
+_overridden = ByIdentity(lambda policy, calendar, overrides: policy.with_overrides(calendar, json.loads(overrides)))
 
 
 def deadline(policy: Policy, calendar: Calendar, level: int, received_at: datetime) -> Deadline | None:
     """The deadline of a request of `level` received at `received_at`; None for best effort."""
-    target = policy.target(level)
-    if target is None:
+    plan = _plan(policy, calendar, extra=(level,))
+    if plan.target is None:
         return None
-    clock = business_time(calendar)
-    allowed = target.business_time(calendar)
-    return Deadline(level, target, received_at, clock.next_open(received_at),
-                    clock.add(received_at, allowed),
-                    clock.add(received_at, allowed * policy.escalation.warn_at_fraction), clock.zone)
+    starts, due, warn = plan.clock.schedule(received_at, plan.allowed, plan.warn_after)
+    return Deadline(level, plan.target, received_at, starts, due, warn, plan.clock.zone)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a deadline of one level needs from its policy and calendar, worked out once."""
+
+    target: Target | None
+    clock: BusinessTime | None = None
+    allowed: timedelta = timedelta(0)
+    warn_after: timedelta = timedelta(0)
+
+    @classmethod
+    def of(cls, policy: Policy, calendar: Calendar, level: int) -> _Plan:
+        target = policy.target(level)
+        if target is None:
+            return cls(None)
+        clock = business_time(calendar)
+        allowed = clock.duration(target)
+        return cls(target, clock, allowed, allowed * policy.escalation.warn_at_fraction)
+
+
+_plan = ByIdentity(_Plan.of)
 
 
 def contract_deadline(rules: Rules, policy_name: str, overrides: Mapping[str, Any] | None, level: int,
