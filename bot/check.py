@@ -49,6 +49,16 @@ def check_mail(engine: Engine, rules: Rules, policy: d.Policy, raw: bytes, at: d
                   policy=assessment.contract and assessment.contract.policy,
                   entitled=decision.status == "open", status=decision.status,
                   flags=list(decision.flags))
+    if decision.severity:
+        label = assessment.policy.severity(decision.severity.level).label("en")
+        result.update(severity={"level": decision.severity.level, "label": label},
+                      severity_source=decision.severity.source,
+                      severity_evidence=[str(e) + ("" if e.level == decision.severity.level else f" (level {e.level})")
+                                         for e in decision.severity.evidence])
+    if decision.deadline:
+        result.update(deadline=decision.deadline.local_due.isoformat(),
+                      clock_starts=decision.deadline.starts_at.astimezone(decision.deadline.zone).isoformat(),
+                      warn_at=decision.deadline.warn_at.astimezone(decision.deadline.zone).isoformat())
     return result
 
 
@@ -68,5 +78,11 @@ def describe(result: dict) -> list[str]:
     confidence = f", detected {result['detected_language']} at {result['confidence']}" \
         if result.get("detected_language") else ""
     lines.append(f"language      {result['language']} ({result['language_source']}{confidence})")
+    if result["severity"]:
+        severity = result["severity"]
+        lines.append(f"severity      {severity['level']} {severity['label']} ({result['severity_source']})")
+        lines += [f"  - {evidence}" for evidence in result["severity_evidence"]]
+    if result["entitled"]:
+        lines.append(f"deadline      {result['deadline'] or 'none (best effort)'}")
     lines += ["reasons:"] + [f"  - {reason}" for reason in result["reasons"]]
     return lines

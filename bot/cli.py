@@ -75,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="arrival time (default: now); without a zone, UTC")
     check.add_argument("--json", action="store_true", help="one JSON object")
 
+    sla = _group(sub, "sla", "service levels")
+    due = _command(sla, "deadline", "the first-response deadline of a request, as one ISO 8601 line", _sla_deadline)
+    due.add_argument("--policy", help="a policy of rules/policies/, e.g. kestra-enterprise (default: the contract's)")
+    due.add_argument("--severity", required=True, metavar="LEVEL", help="1-4 (1 the most severe) or the policy's label")
+    due.add_argument("--received", required=True, type=_moment, metavar="ISO8601",
+                     help="when the mail arrived; without a zone, UTC")
+    due.add_argument("--contract", metavar="ID", help="apply this contract's overrides (its number or row id)")
+
     contracts = _group(sub, "contracts", "customers, contracts and invoices")
     _command(contracts, "import", "upsert a YAML file of customers or a CSV of invoices",
              _contracts_import).add_argument("files", nargs="+", type=Path, metavar="FILE")
@@ -210,6 +218,45 @@ def _check(args) -> int:
                         args.mail.read_bytes(), args.at or datetime.now(timezone.utc))
     print(json.dumps(result, ensure_ascii=False) if args.json else "\n".join(describe(result)))
     return 0
+
+
+def _sla_deadline(args) -> int:
+    from bot.contracts import contract_terms
+    from bot.rules import load_rules
+    from bot.sla import contract_deadline
+    explicit = args.config != Path(DEFAULT_CONFIG) or args.config.is_file() or args.contract
+    rules = load_rules(_settings(args).bot.rules_path if explicit else None)
+    name, overrides = args.policy, None
+    if args.contract:
+        terms = contract_terms(_engine(args), args.contract)
+        if terms is None:
+            raise UsageError(f"no contract {args.contract}")
+        if name and name != terms.policy:
+            raise UsageError(f"contract {terms.number} is under policy {terms.policy}, not {name}")
+        name, overrides = terms.policy, terms.overrides
+    if not name:
+        raise UsageError("say which policy: --policy NAME (or --contract ID)")
+    if name not in rules.policies:
+        raise UsageError(f"unknown policy {name!r} (known: {', '.join(sorted(rules.policies))})")
+    level = _severity_level(rules.policies[name], args.severity)
+    due = contract_deadline(rules, name, overrides, level, args.received)
+    if due is None:
+        print(f"{name}: severity {level} has no response time (best effort)", file=sys.stderr)
+        print("none")
+        return 0
+    print(due.local_due.isoformat())
+    return 0
+
+
+def _severity_level(policy, text: str) -> int:
+    """1-4, or a label or key of the policy's (Critical, urgent, Élevée...), any case."""
+    wanted = text.strip().casefold()
+    for severity in policy.severities:
+        names = {str(severity.level), severity.key, *(label.casefold() for label in severity.labels.values())}
+        if wanted in names:
+            return severity.level
+    known = ", ".join(f"{s.level} ({s.label('en')})" for s in policy.severities)
+    raise UsageError(f"{text!r} is not a severity of {policy.name}: {known}")
 
 
 def _contracts_import(args) -> int:

@@ -359,11 +359,23 @@ def directory(db: sa.Connection, addresses) -> dict[str, tuple[Sender, Terms]]:
     for row in db.execute(sa.select(CONTRACTS).where(CONTRACTS.c.customer_id.in_(customers))):
         owner = row.customer_id
         terms.setdefault(owner, []).append((
-            ContractTerms(row.number, row.policy, row.effective_on, row.term_months, row.tacit_renewal,
-                          row.terminated_on, row.free_use, row.overrides, row.id),
-            invoices.get((owner, row.id), []) + invoices.get((owner, None), [])))
+            _terms(row), invoices.get((owner, row.id), []) + invoices.get((owner, None), [])))
     return {address: (sender, terms.get(sender.customer.id, []) if sender.customer else [])
             for address, sender in senders.items()}
+
+
+def contract_terms(engine: Engine, number_or_id: str) -> ContractTerms | None:
+    """A contract by its number, or else by its row id."""
+    with engine.connect() as db:
+        row = db.execute(sa.select(CONTRACTS).where(CONTRACTS.c.number == number_or_id)).first()
+        if row is None and number_or_id.isdigit():
+            row = db.execute(sa.select(CONTRACTS).where(CONTRACTS.c.id == int(number_or_id))).first()
+    return row and _terms(row)
+
+
+def _terms(row) -> ContractTerms:
+    return ContractTerms(row.number, row.policy, row.effective_on, row.term_months, row.tacit_renewal,
+                         row.terminated_on, row.free_use, row.overrides, row.id)
 
 
 def _customer_ref(row) -> CustomerRef:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from bot.authres import verify_sender
+from bot.classify import Graded, grade
 from bot.entitlement import BILINGUAL, ContractTerms, InvoiceState, Reason, Verdict, assess
 from bot.exclusions import flag_exclusions
 from bot.language import detect
@@ -20,6 +21,7 @@ from bot.identify import Sender
 from bot.mailparse import ParsedMail, UnparseableMail, parse
 from bot.mailthread import ThreadView, find_ticket
 from bot.rules import Rules
+from bot.sla import Deadline, deadline, terms_for
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,8 @@ class OutgoingMail:
     reasons: tuple[str, ...] = ()  # why support was refused, for the refusal mail
     customer_name: str | None = None
     exclusions: tuple[dict, ...] = ()  # possibly excluded matters: description per language
+    severity: dict[str, str] | None = None  # the label per language, for the acknowledgement
+    deadline: Deadline | None = None  # none: best effort (or no acknowledgement)
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,8 @@ class Decision:
     customer_id: int | None = None
     contract_id: int | None = None
     flags: tuple[str, ...] = ()  # possibly excluded matters (exclusion keys), for the agent
+    severity: Graded | None = None  # of an entitled request
+    deadline: Deadline | None = None  # its first response; none: best effort
 
 
 def decide(reading: Reading, received_at: datetime, view: DecisionView, policy: Policy) -> Decision:
@@ -181,13 +187,15 @@ def _customer_mail(mail: ParsedMail, view: DecisionView, policy: Policy, base: d
     return Decision(NEW_TICKET, reasons=tuple(reasons), language=request["language"],
                     outgoing=reply + notices, status=request["status"],
                     customer_id=request["customer_id"], contract_id=request["contract_id"],
-                    flags=tuple(flag.key for flag in request["flags"]), **base)
+                    flags=tuple(flag.key for flag in request["flags"]), severity=request["severity"],
+                    deadline=request["deadline"], **base)
 
 
 def _request(mail: ParsedMail, view: DecisionView, policy: Policy, received_at: datetime) -> dict:
     """Who wrote and what their contract allows, as the new ticket records it."""
     plain = dict(status="open", reasons=(), language=policy.default_language, customer_id=None,
-                 contract_id=None, customer_name=None, notices=(), flags=(), exclusions=())
+                 contract_id=None, customer_name=None, notices=(), flags=(), exclusions=(),
+                 severity=None, labels=None, deadline=None)
     if policy.rules is None:
         return plain
     if policy.authserv_id:
@@ -220,10 +228,24 @@ def _request(mail: ParsedMail, view: DecisionView, policy: Policy, received_at: 
     if verdict.entitled:
         flags = flag_exclusions(assessment.policy, f"{mail.subject}\n{mail.text}")
         described = {e.key: e.description for e in assessment.policy.exclusions}
-        return dict(request, flags=flags, exclusions=tuple(described[f.key] for f in flags),
-                    reasons=(f"entitled under {where} ({assessment.policy.name})",)
+        level, why = _service_level(mail, assessment, policy.rules, received_at)
+        return dict(request, **level, flags=flags, exclusions=tuple(described[f.key] for f in flags),
+                    reasons=(f"entitled under {where} ({assessment.policy.name})", *why)
                     + tuple(f"may be an excluded matter ({f.key}): {f.evidence}" for f in flags))
     return dict(request, status="refused")
+
+
+def _service_level(mail: ParsedMail, assessment, rules: Rules, received_at: datetime) -> tuple[dict, tuple]:
+    """The severity the request's words point to, and the deadline its contract sets (an
+    Order's overrides applied), with the reasons the audit trail keeps."""
+    contract_policy, calendar = terms_for(assessment.policy, rules.calendar_for(assessment.policy),
+                                          assessment.contract.overrides)
+    graded = grade(rules.severity, mail.subject, mail.text, contract_policy.default_severity)
+    labels = contract_policy.severity(graded.level).labels
+    due = deadline(contract_policy, calendar, graded.level, received_at)
+    timing = due.explain() if due else f"best effort: {contract_policy.name} sets no response time"
+    return dict(severity=graded, labels=labels, deadline=due), \
+        (graded.explain(labels.get("en") or next(iter(labels.values()))), timing)
 
 
 def _reply(mail: ParsedMail, request: dict, policy: Policy) -> tuple[OutgoingMail, ...]:
@@ -233,7 +255,7 @@ def _reply(mail: ParsedMail, request: dict, policy: Policy) -> tuple[OutgoingMai
     references = mail.references + ((mail.message_id,) if mail.message_id else ())
     return (OutgoingMail(template, template, request["language"], mail.from_addr, mail.from_name, mail.subject,
                          mail.message_id, references, tuple(request["reasons"]), request["customer_name"],
-                         request["exclusions"]),)
+                         request["exclusions"], request["labels"], request["deadline"]),)
 
 
 def _notice(mail: ParsedMail, triage_address: str, why: str) -> OutgoingMail:

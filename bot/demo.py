@@ -27,6 +27,9 @@ from bot.rules import load_rules
 from bot.service import Service
 
 START = datetime(2026, 11, 23, 8, 58, tzinfo=timezone.utc)  # a Monday morning
+# The Friday evening before Easter Monday 2027 (a French public holiday), two days before
+# Paris changes to summer time.
+GOOD_FRIDAY_EVENING = datetime(2027, 3, 26, 17, 30, tzinfo=timezone.utc)
 WAIT_SECONDS = 20
 
 
@@ -36,6 +39,7 @@ class Step:
     file: str
     note: str
     sender: str = ""  # for 08-request.eml: who writes
+    at: datetime | None = None  # when it arrives, if not `minutes` after START
 
 
 SCRIPT = (
@@ -62,6 +66,15 @@ SCRIPT = (
     Step(44, "08-request.eml", "an Astran customer whose contract takes effect in January", "it@wayne.example"),
     Step(45, "08-request.eml", "a customer on record with no contract yet", "pepper.potts@stark.example"),
     Step(46, "09-german.eml", "a registered contact writes in German (answered in English and French)"),
+    # One request per severity, each with the deadline its contract sets.
+    Step(50, "10-slow.eml", "an Astran customer: the console is very slow (High: 12 business hours)"),
+    Step(52, "11-minor.eml", "a Kestra customer: a minor error with a workaround (Medium: 3 business days)"),
+    Step(54, "12-question.eml", "a Kestra customer asks how to configure something (Low: 5 business days)"),
+    Step(56, "13-best-effort.eml", "a Kestra customer with Standard Support only: best effort, no deadline"),
+    Step(0, "14-friday-kestra.eml", "Friday 18:30 in France, before Easter Monday: Kestra production is down",
+         at=GOOD_FRIDAY_EVENING),
+    Step(0, "15-friday-astran.eml", "the same evening, Astran is unavailable for another customer",
+         at=GOOD_FRIDAY_EVENING + timedelta(minutes=5)),
 )
 
 
@@ -125,7 +138,7 @@ url = "sqlite:///supportbot.db"
 
 
 def _play(step: Step, imap: EmbeddedImap, service: Service, clock: VirtualClock) -> None:
-    arrival = START + timedelta(minutes=step.minutes)
+    arrival = step.at or START + timedelta(minutes=step.minutes)
     clock.advance(arrival - clock.now())
     raw = _demo_mail(step, clock.now(), _first_ack(service))
     before = _count_events(service)
@@ -184,7 +197,8 @@ def _describe(session: Session, event: Event) -> str:
     if message is not None and event.kind != "duplicate":
         ticket = session.get(Ticket, message.ticket_id) if message.ticket_id else None
         where = f" on {ticket.reference}" if ticket else ""
-        return f"{event.kind.replace('_', ' ')}{where}: {message.reason}"
+        reasons = "".join(f"\n            · {reason}" for reason in message.reason.split("; "))
+        return f"{event.kind.replace('_', ' ')}{where}:{reasons}"
     label = EVENT_LABELS.get(event.kind, event.kind.replace("_", " "))
     return f"{label}: {event.detail}"
 
@@ -198,7 +212,7 @@ EVENT_LABELS = {
 
 
 def _clock(moment: datetime) -> str:
-    return moment.strftime("%a %H:%M UTC")
+    return moment.strftime("%a %d %b %H:%M UTC")
 
 
 def _summary(out: Path, smtp: CaptureSmtp) -> None:

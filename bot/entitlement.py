@@ -27,6 +27,7 @@ from typing import Any
 
 from bot.identify import Sender
 from bot.rules import Policy, Rules
+from bot.wording import long_date
 
 
 @dataclass(frozen=True)
@@ -125,19 +126,6 @@ def _unpaid(invoice: InvoiceState) -> Reason:
 
 
 BILINGUAL = "en+fr"  # a mail in both languages: for a customer whose language we do not serve
-
-MONTHS = {
-    "en": ("January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December"),
-    "fr": ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août",
-           "septembre", "octobre", "novembre", "décembre"),
-}
-
-
-def long_date(day: date, language: str = "en") -> str:
-    """31 March 2026 / 31 mars 2026: unambiguous in every country, unlike 03/31/2026."""
-    return f"{day.day} {MONTHS.get(language, MONTHS['en'])[day.month - 1]} {day.year}"
-
 
 # Reasons in words, per language; {date} values are written as long dates.
 REASONS = {

@@ -45,9 +45,15 @@ class Ticket(SQLModel, table=True):
     customer_id: Optional[int] = Field(default=None, foreign_key="customers.id", index=True)
     contract_id: Optional[int] = Field(default=None, foreign_key="contracts.id")
     flags: str = Field(default="", max_length=400)  # possibly excluded matters, comma-separated
+    # 1 is the most severe; set for an entitled request. severity_source: evidence, declared,
+    # default (nothing found) or agent (changed by hand; the deadline follows).
+    severity: Optional[int] = None
+    severity_source: str = Field(default="", max_length=20)
     received_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     acknowledged_at: Optional[datetime] = _when()
     first_response_at: Optional[datetime] = _when()
+    deadline_at: Optional[datetime] = _when(index=True)  # first response due; none: best effort
+    warn_at: Optional[datetime] = _when()  # managers are warned from then on
 
 
 class Message(SQLModel, table=True):

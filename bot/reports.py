@@ -15,15 +15,21 @@ def _when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "-"
 
 
+def _deadline(ticket: Ticket) -> str:
+    """When the first response is due: a time, best effort (graded, no target) or -."""
+    return _when(ticket.deadline_at) if ticket.deadline_at or not ticket.severity else "best effort"
+
+
 def ticket_lines(engine: Engine, status: str | None = None) -> list[str]:
     with Session(engine) as session:
         query = select(Ticket).order_by(Ticket.id)
         if status:
             query = query.where(Ticket.status == status)
         tickets = session.exec(query).all()
-    header = f"{'ticket':<11} {'status':<12} {'received':<23} {'acknowledged':<23} requester / subject"
+    header = f"{'ticket':<11} {'status':<12} {'sev':<3} {'received':<23} {'deadline':<23} requester / subject"
     return [header] + [
-        f"{t.reference:<11} {t.status:<12} {_when(t.received_at):<23} {_when(t.acknowledged_at):<23} "
+        f"{t.reference:<11} {t.status:<12} {t.severity or '-':<3} {_when(t.received_at):<23} "
+        f"{_deadline(t):<23} "
         f"{t.requester} / {t.subject}" for t in tickets]
 
 
@@ -40,7 +46,10 @@ def ticket_report(engine: Engine, reference: str) -> list[str] | None:
              f"  requester     {ticket.requester_name} <{ticket.requester}>".replace(" <", " <", 1),
              f"  status        {ticket.status}" + (f"  (may be excluded: {ticket.flags})" if ticket.flags else ""),
              f"  language      {ticket.language}",
+             f"  severity      {ticket.severity or '-'}" + (f" ({ticket.severity_source})" if ticket.severity else ""),
              f"  received      {_when(ticket.received_at)}",
+             f"  deadline      {_deadline(ticket)}"
+             + (f"  (managers warned from {_when(ticket.warn_at)})" if ticket.warn_at else ""),
              f"  acknowledged  {_when(ticket.acknowledged_at)}",
              "", "messages:"]
     lines += [f"  {_when(m.received_at)}  {m.kind:<11} {m.folder} UID {m.uid}  {m.message_id or m.message_key}"

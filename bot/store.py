@@ -26,6 +26,7 @@ from bot.mailbox import FetchedMail
 from bot.mailthread import subject_tags, thread_ids
 from bot.models import Counter, Event, MailboxState, Message, OutboxMail, Ticket
 from bot.templating import Templates
+from bot.wording import duration, long_moment
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,14 @@ class _Rows:
         if self.outbox:
             db.execute(sa.insert(OUTBOX), [row | {"ticket_id": tickets.get(reference)}
                                            for reference, row in self.outbox])
+
+
+def service_level_words(out: d.OutgoingMail, language: str) -> dict:
+    """What the acknowledgement says of the severity and the deadline, in one language."""
+    label = out.severity and (out.severity.get(language) or next(iter(out.severity.values())))
+    due = out.deadline
+    return {"severity": label, "deadline": due and long_moment(due.local_due, language),
+            "response_time": due and duration(due.target, language)}
 
 
 class Store:
@@ -311,6 +320,10 @@ class Store:
                 subject=mail.subject[:998], language=decision.language, status=decision.status,
                 customer_id=decision.customer_id, contract_id=decision.contract_id,
                 flags=",".join(decision.flags)[:400],
+                severity=decision.severity and decision.severity.level,
+                severity_source=decision.severity.source if decision.severity else "",
+                deadline_at=decision.deadline and decision.deadline.due_at,
+                warn_at=decision.deadline and decision.deadline.warn_at,
                 received_at=decision.received_at))
             view.tickets[reference] = None
             rows.event(reference, None, now, "ticket_created",
@@ -340,7 +353,8 @@ class Store:
                    "customer_name": out.customer_name}
         rendered = self.templates.render_in(out.template, out.language.split("+"), lambda language: dict(
             context, reasons=[r.text(language) if isinstance(r, Reason) else r for r in out.reasons],
-            exclusions=[e.get(language) or next(iter(e.values())) for e in out.exclusions]))
+            exclusions=[e.get(language) or next(iter(e.values())) for e in out.exclusions],
+            **service_level_words(out, language)))
         now = self.clock.now()
         raw = compose(rendered, sender=self.sender.address, sender_name=self.sender.name,
                       recipient=out.recipient, recipient_name=out.recipient_name,

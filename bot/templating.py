@@ -22,7 +22,8 @@ SAMPLE_CONTEXT = {"ticket": {"id": 1, "reference": "SUP-000001"}, "original_subj
                   "recipient_name": "Sample Customer", "from_name": "Support",
                   "requester": "someone@customer.example", "customer_name": "Sample Customer Ltd",
                   "reasons": ["invoice INV-1001, due 31 March 2026, is unpaid"],
-                  "exclusions": ["Support on site."]}
+                  "exclusions": ["Support on site."], "severity": "High",
+                  "deadline": "Tuesday 24 November 2026, 10:00 (UTC+1)", "response_time": "1 business day"}
 
 
 class TemplateError(LocatedError):

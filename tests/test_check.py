@@ -72,6 +72,21 @@ def test_every_sender_case_and_reason(loaded, sender, kind, customer, contract, 
     assert count(loaded, Ticket) == 0 and count(loaded, Message) == 0  # nothing written
 
 
+def test_severity_and_deadline_are_filled_for_an_entitled_request(loaded):
+    result = check_mail(loaded, RULES, POLICY, mail("alice.martin@acme.example", subject="Production down"), MONDAY)
+    assert result["severity"] == {"level": 1, "label": "Critical"} and result["severity_source"] == "evidence"
+    assert result["deadline"] == "2026-11-24T10:00:00+01:00"  # Kestra, 1 business day, fixed UTC+1
+    assert "'production down' in the subject" in result["severity_evidence"]
+    question = mail("anyone@initech.example", subject="Question about SSO").replace(
+        b"Our instance does not respond since this morning.", b"How do we configure SSO with Entra ID?")
+    astran = check_mail(loaded, RULES, POLICY, question, datetime.fromisoformat("2026-07-03T16:00:00+02:00"))
+    assert astran["severity"]["label"] == "Low" and astran["deadline"] == "2026-07-13T16:00:00+02:00"  # 48 h
+    best_effort = check_mail(loaded, RULES, POLICY, mail("hank.scorpio@globex.example"), MONDAY)
+    assert best_effort["severity"] is not None and best_effort["deadline"] is None
+    refused = check_mail(loaded, RULES, POLICY, mail("it@vandelay.example"), MONDAY)
+    assert (refused["severity"], refused["deadline"]) == (None, None)
+
+
 def test_the_arrival_day_is_the_contracts_own(loaded):
     # 31 Oct 2026 23:30 UTC is already 1 November in Paris: Vandelay's invoice is overdue there.
     late = check_mail(loaded, RULES, POLICY, mail("it@vandelay.example"), datetime.fromisoformat("2026-10-31T23:30:00+00:00"))

@@ -97,15 +97,24 @@ def test_demo_runs_and_leaves_the_sent_mails(tmp_path):
     assert result.returncode == 0, result.stderr
     sent = sorted((tmp_path / "demo" / "sent").glob("*.eml"))
     purposes = sorted(path.name.split(".")[1] for path in sent)
-    assert purposes == ["ack"] * 3 + ["refusal"] * 9 + ["triage", "unknown_sender"]
+    assert purposes == ["ack"] * 9 + ["refusal"] * 9 + ["triage", "unknown_sender"]
     assert "ticket opened: SUP-000001" in result.stdout
     for reason in ("is not a registered contact", "was not renewed", "was terminated on",
                    "due 31 October 2026, is unpaid", "(disputed), due 31 July 2026", "free use (trial)",
                    "is not the address of a known customer", "the request is written in German",
                    "takes effect on 1 January 2027", "no contract on record for Stark Industries"):
         assert reason in result.stdout, reason
+    for level in ("severity 1 (Critical)", "severity 2 (High)", "severity 3 (Medium)", "severity 4 (Low)",
+                  "severity 1 (Urgent)"):
+        assert level in result.stdout, level
+    # Friday 26 March 2027, 18:30 in France: Easter Monday is closed for Kestra (fixed UTC+1),
+    # open for Astran, and Paris is at UTC+2 from the Sunday.
+    assert "by 2027-03-30T18:00:00+01:00 (received 2027-03-26T18:30:00+01:00, clock started 2027-03-30T09:00" \
+        in result.stdout
+    assert "by 2027-03-29T17:00:00+02:00" in result.stdout
+    assert "best effort: Kestra Standard Support sets no response time" in result.stdout
     assert "automatic mail (auto-submitted" in result.stdout
-    assert "quarantined: no usable sender" in result.stdout
+    assert "quarantined:\n            · no usable sender" in result.stdout
     shown = supportbot("tickets", "show", "SUP-000001", "--config", str(tmp_path / "demo" / "supportbot.toml"))
     assert shown.returncode == 0 and "duplicate" in shown.stdout and "followup" in shown.stdout
 

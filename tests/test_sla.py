@@ -9,6 +9,7 @@ Each expected value below was counted on a calendar, hour by hour, not computed.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -110,3 +111,54 @@ def test_the_clock_starts_at_the_next_business_instant_and_warns_at_three_quarte
     assert result.warn_at.astimezone(result.zone).isoformat() == "2027-03-30T15:45:00+01:00"  # 6 h 45 in
     assert result.due_at - result.starts_at == timedelta(hours=9)
     assert "within 1 business day: by 2027-03-30T18:00:00+01:00" in result.explain()
+
+
+# -- supportbot sla deadline --------------------------------------------------------------
+
+def sla_deadline(tmp_path, *args: str):
+    from test_cli import supportbot
+    return supportbot("sla", "deadline", *args, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("args, printed", [
+    (("--policy", "kestra-enterprise", "--severity", "1", "--received", "2026-11-23T10:00+01:00"),
+     "2026-11-24T10:00:00+01:00"),
+    (("--policy", "kestra-enterprise", "--severity", "critique", "--received", "2027-03-26T18:30+01:00"),
+     "2027-03-30T18:00:00+01:00"),  # the Friday evening before Easter Monday
+    (("--policy", "astran-standard", "--severity", "Urgent", "--received", "2027-03-26T18:30+01:00"),
+     "2027-03-29T17:00:00+02:00"),  # Paris changed to summer time on the Sunday
+    (("--policy", "astran-standard", "--severity", "low", "--received", "2026-11-23T09:00"),  # UTC
+     "2026-12-01T10:00:00+01:00"),
+    (("--policy", "kestra-standard", "--severity", "1", "--received", "2026-11-23T10:00+01:00"), "none"),
+])
+def test_the_command_prints_one_iso_line_in_the_calendars_zone(tmp_path, args, printed):
+    result = sla_deadline(tmp_path, *args)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == printed + "\n"
+
+
+def test_the_command_applies_a_contracts_overrides(tmp_path, dovecot):
+    from helpers import write_config
+    from test_cli import supportbot
+    config = write_config(tmp_path, dovecot, None, f"sqlite:///{tmp_path / 'bot.db'}")
+    samples = Path(__file__).resolve().parents[1] / "samples" / "contracts.yaml"
+    supportbot("db", "upgrade", "--config", str(config))
+    supportbot("contracts", "import", str(samples), "--config", str(config))
+    result = sla_deadline(tmp_path, "--severity", "urgent", "--received", "2026-11-23T17:30+01:00",
+                          "--contract", "AST-2025-031", "--config", str(config))
+    assert (result.returncode, result.stdout) == (0, "2026-11-24T10:30:00+01:00\n"), result.stderr
+    wrong = sla_deadline(tmp_path, "--policy", "kestra-enterprise", "--severity", "1", "--received",
+                         "2026-11-23T10:00", "--contract", "AST-2025-031", "--config", str(config))
+    assert wrong.returncode == 2 and "is under policy astran-standard" in wrong.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--policy", "kestra-enterprise", "--severity", "9", "--received", "2026-11-23T10:00"),
+     "'9' is not a severity of Kestra Enterprise Support: 1 (Critical), 2 (High), 3 (Medium), 4 (Low)"),
+    (("--policy", "nope", "--severity", "1", "--received", "2026-11-23T10:00"), "unknown policy 'nope'"),
+    (("--policy", "astran-standard", "--severity", "1", "--received", "tomorrow"), "not an ISO 8601 time"),
+    (("--severity", "1", "--received", "2026-11-23T10:00"), "say which policy"),
+])
+def test_bad_arguments_are_one_clear_line(tmp_path, args, message):
+    result = sla_deadline(tmp_path, *args)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr

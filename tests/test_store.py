@@ -425,3 +425,79 @@ def test_a_possibly_excluded_matter_is_flagged_and_mentioned_not_refused(contrac
     assert "custom plugins not officially supported by Kestra" in text
     assert "may be an excluded matter (superseded_releases): version 0.19.4 is older than 1.0" in \
         rows(contracted, Message)[0].reason
+
+
+# -- severity and deadline ------------------------------------------------------------------
+
+def request(sender: str, subject: str, body: str, n: int = 1) -> bytes:
+    return (f"From: Someone <{sender}>\r\nTo: support@vendor.example\r\nSubject: {subject}\r\n"
+            f"Message-ID: <sla{n}@client.example>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+            f"{body}\r\n").encode()
+
+
+def decoded(raw: bytes) -> str:
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    return " ".join(message.get_body(("plain",)).get_content().split())
+
+
+def test_an_entitled_request_gets_a_severity_a_deadline_and_an_ack_that_states_both(contracted):
+    monday_10 = datetime.fromisoformat("2026-11-23T10:00:00+01:00")
+    contracted.record_mail("INBOX", 7, 1, request(
+        "alice.martin@acme.example", "Production down",
+        "Our Kestra instance is not responding since 8:00 and there is no workaround."), monday_10, WITH_CONTRACTS)
+    [ticket] = rows(contracted, Ticket)
+    assert (ticket.severity, ticket.severity_source) == (1, "evidence")
+    assert ticket.deadline_at == datetime.fromisoformat("2026-11-24T10:00:00+01:00")  # 1 business day
+    assert ticket.warn_at == datetime.fromisoformat("2026-11-23T16:45:00+01:00")  # 6 h 45 of business time
+    text = decoded(rows(contracted, OutboxMail)[0].raw)
+    assert "the severity Critical" in text
+    assert "a first response within 1 business day, by Tuesday 24 November 2026, 10:00 (UTC+1)" in text
+    reasons = rows(contracted, Message)[0].reason
+    assert "severity 1 (Critical) from 'production down' in the subject" in reasons
+    assert "first response within 1 business day: by 2026-11-24T10:00:00+01:00" in reasons
+
+
+def test_a_french_request_is_answered_with_french_labels_in_paris_time(contracted):
+    friday_evening = datetime.fromisoformat("2026-11-27T18:30:00+01:00")
+    contracted.record_mail("INBOX", 7, 1, request(
+        "jean.dupont@initech.example", "Lenteurs",
+        "Bonjour, depuis ce matin la console est très lente pour tous nos utilisateurs, "
+        "les dépôts prennent trois fois plus de temps."), friday_evening, WITH_CONTRACTS)
+    [ticket] = rows(contracted, Ticket)
+    assert ticket.severity == 2 and ticket.language == "fr"
+    assert ticket.deadline_at == datetime.fromisoformat("2026-12-01T13:00:00+01:00")  # Mon 8 h + Tue 4 h
+    text = decoded(rows(contracted, OutboxMail)[0].raw)
+    assert "la sévérité Haute" in text
+    assert "sous 12 heures ouvrées, au plus tard le mardi 1 décembre 2026 à 13:00 (UTC+1)" in text
+
+
+def test_an_orders_specific_support_sets_the_deadline(contracted):
+    contracted.record_mail("INBOX", 7, 1, request(
+        "ops@tyrell.example", "Service unavailable", "The Astran service is down for all of us, no workaround."),
+        datetime.fromisoformat("2026-11-23T17:30:00+01:00"), WITH_CONTRACTS)
+    [ticket] = rows(contracted, Ticket)  # Specific Support: 08:00-19:00, Urgent in 4 business hours
+    assert (ticket.severity, ticket.deadline_at) == (1, datetime.fromisoformat("2026-11-24T10:30:00+01:00"))
+
+
+def test_standard_support_is_graded_but_promises_no_time(contracted):
+    contracted.record_mail("INBOX", 7, 1, request(
+        "hank.scorpio@globex.example", "Question", "How do we configure the log retention?"), MONDAY, WITH_CONTRACTS)
+    [ticket] = rows(contracted, Ticket)
+    assert (ticket.severity, ticket.deadline_at, ticket.warn_at) == (4, None, None)
+    text = decoded(rows(contracted, OutboxMail)[0].raw)
+    assert "the severity Low" in text and "sets no response time" in text and "within" not in text
+    assert "best effort: Kestra Standard Support sets no response time" in rows(contracted, Message)[0].reason
+
+
+def test_nothing_in_the_request_means_the_policys_default_severity(contracted):
+    contracted.record_mail("INBOX", 7, 1, request("alice.martin@acme.example", "Hello", "Please call me back."),
+                           MONDAY, WITH_CONTRACTS)
+    [ticket] = rows(contracted, Ticket)
+    assert (ticket.severity, ticket.severity_source) == (3, "default")
+
+
+def test_a_refused_request_has_no_severity_and_no_deadline(contracted):
+    contracted.record_mail("INBOX", 7, 1, request("it@vandelay.example", "Down", "Production is down."),
+                           MONDAY, WITH_CONTRACTS)
+    [ticket] = rows(contracted, Ticket)
+    assert (ticket.status, ticket.severity, ticket.deadline_at) == ("refused", None, None)

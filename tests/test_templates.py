@@ -16,7 +16,8 @@ LANGUAGES = ("en", "fr")
 CONTEXT = {"ticket": {"reference": "SUP-000042"}, "original_subject": "Scheduler <b>down</b>",
            "recipient_name": "Zoë O'Brien", "from_name": "Vendor Support",
            "requester": "zoe@acme.example", "customer_name": "Acme <Industries>",
-           "reasons": ["invoice INV-1001, due 31 March 2026, is unpaid"], "exclusions": []}
+           "reasons": ["invoice INV-1001, due 31 March 2026, is unpaid"], "exclusions": [],
+           "severity": None, "deadline": None, "response_time": None}
 
 
 def template_names() -> list[str]:
@@ -52,6 +53,28 @@ def test_a_refusal_states_every_reason_and_promises_no_deadline():
 def test_french_ack_is_french_and_english_is_english():
     assert "Bonjour" in Templates().render("ack", "fr", CONTEXT).text
     assert "Hello" in Templates().render("ack", "en", CONTEXT).text
+
+
+def test_the_acknowledgement_states_the_severity_and_the_deadline_as_the_contract_words_it():
+    graded = dict(CONTEXT, severity="Critical", response_time="1 business day",
+                  deadline="Tuesday 24 November 2026, 10:00 (UTC+1)")
+    text = " ".join(Templates().render("ack", "en", graded).text.split())
+    assert "the severity Critical" in text
+    assert "a first response within 1 business day, by Tuesday 24 November 2026, 10:00 (UTC+1)" in text
+    french = dict(graded, severity="Critique", response_time="1 jour ouvré",
+                  deadline="mardi 24 novembre 2026 à 10:00 (UTC+1)")
+    text = " ".join(Templates().render("ack", "fr", french).text.split())
+    assert "la sévérité Critique" in text
+    assert "une première réponse sous 1 jour ouvré, au plus tard le mardi 24 novembre 2026 à 10:00 (UTC+1)" in text
+    html = Templates().render("ack", "en", graded).html
+    assert "<strong>Tuesday 24 November 2026, 10:00 (UTC+1)</strong>" in html
+
+
+def test_best_effort_promises_no_time_and_no_severity_means_no_promise_at_all():
+    best_effort = " ".join(Templates().render("ack", "en", dict(CONTEXT, severity="High")).text.split())
+    assert "sets no response time" in best_effort and "within" not in best_effort
+    plain = " ".join(Templates().render("ack", "en", CONTEXT).text.split())
+    assert "severity" not in plain and "within" not in plain
 
 
 def test_unknown_language_falls_back_to_english():
