@@ -32,7 +32,7 @@ from bot.rules import Calendar, Target
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MICROSECOND = timedelta(microseconds=1)
-FIRST_YEAR, LAST_YEAR = 1971, 9990  # the years a table may cover
+FIRST_YEAR, LAST_YEAR = 1900, 9990  # the years a table may cover (a broken server may say 1970)
 GROW_YEARS = 5  # years added to a table at a time
 
 

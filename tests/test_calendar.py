@@ -138,6 +138,11 @@ def test_over_a_year_end_and_across_many_years():
     assert kestra.elapsed(at("2040-01-01T00:00Z"), at("2024-01-01T00:00Z")) < timedelta(0)
 
 
+def test_times_long_past_are_known_too():
+    kestra = clock("kestra")  # a broken server's INTERNALDATE: 1 January 1970 was a Thursday
+    assert kestra.add(at("1970-01-01T00:00Z"), timedelta(hours=9)) == at("1970-01-02T18:00+01:00")
+
+
 def test_offset_labels():
     assert offset_label(at("2026-11-23T10:00+01:00")) == "UTC+1"
     assert offset_label(at("2026-11-23T10:00+00:00")) == "UTC"

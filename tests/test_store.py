@@ -501,3 +501,14 @@ def test_a_refused_request_has_no_severity_and_no_deadline(contracted):
                            MONDAY, WITH_CONTRACTS)
     [ticket] = rows(contracted, Ticket)
     assert (ticket.status, ticket.severity, ticket.deadline_at) == ("refused", None, None)
+
+
+def test_arrival_times_from_a_broken_server_never_lose_the_mail(contracted):
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)  # INTERNALDATE of a server that lost its clock
+    far = datetime(9999, 12, 31, 23, 0, tzinfo=timezone.utc)
+    kinds = [contracted.record_mail("INBOX", 7, n, request("alice.martin@acme.example", "Down", "Production is down.", n),
+                                    when, WITH_CONTRACTS).kind for n, when in ((1, epoch), (2, far))]
+    assert kinds[0] == "new_ticket" and kinds[1] in ("new_ticket", "quarantined")
+    [first, *_] = rows(contracted, Ticket)
+    assert first.status == "refused"  # judged on the day it says it arrived: before the contract
+    assert len(rows(contracted, Message)) == 2
