@@ -103,19 +103,19 @@ def _finite(op, value) -> set[str] | None:
 
 
 def _whole(sequence) -> set[str] | None:
-    strings = {""}
-    for op, value in sequence:
-        if op in _ZERO_WIDTH:
-            continue
-        part = _finite(op, value)
-        strings = _joined(strings, part) if part is not None else None
-        if strings is None:
-            return None
-    return strings
+    """Every string the sequence can match, when all its elements are literal."""
+    strings, complete = _leading(sequence)
+    return strings if complete else None
 
 
 def _lead(sequence) -> set[str]:
     """The strings every match of the sequence starts with ({""} when none is known)."""
+    return _leading(sequence)[0]
+
+
+def _leading(sequence) -> tuple[set[str], bool]:
+    """The strings of the literal elements the sequence starts with, and whether that is
+    all of it."""
     strings = {""}
     for op, value in sequence:
         if op in _ZERO_WIDTH:
@@ -123,9 +123,9 @@ def _lead(sequence) -> set[str]:
         part = _finite(op, value)
         joined = _joined(strings, part) if part is not None else None
         if joined is None:
-            break
+            return strings, False
         strings = joined
-    return strings
+    return strings, True
 
 
 def _inner(op, value) -> list | None:
