@@ -80,23 +80,27 @@ class BusinessTime:
         """The next business instant at or after `moment`, then for each duration the
         instant at which that much business time has run since `moment`: one lookup for a
         deadline's start, due time and warning time."""
-        x = _micros(moment)
+        return self.schedule_micros(moment, *(d // MICROSECOND for d in durations))
+
+    def schedule_micros(self, moment: datetime, *durations: int) -> tuple[datetime, ...]:
+        """schedule() with the durations in microseconds (what a deadline precomputes)."""
+        x = (moment - EPOCH) // MICROSECOND if moment.tzinfo is not None else _micros(moment)
         table = self._table_for(x)
         i = bisect_right(table.ends, x)
         start = table.starts[i]
         position = table.before[i] + (x - start if start < x else 0)
-        times = [moment if start <= x else _instant(start)]
+        times = [moment if start <= x else EPOCH + start * MICROSECOND]
         for duration in durations:
-            if duration < timedelta(0):
-                raise ValueError("cannot add a negative business duration")
-            if not duration:
+            if duration <= 0:
+                if duration < 0:
+                    raise ValueError("cannot add a negative business duration")
                 times.append(moment)
                 continue
-            goal = position + duration // MICROSECOND
+            goal = position + duration
             while goal > table.after[-1]:
                 table = self._grow(table.first_year, table.last_year + GROW_YEARS)
             j = bisect_left(table.after, goal)
-            times.append(_instant(table.starts[j] + goal - table.before[j]))
+            times.append(EPOCH + (table.starts[j] + goal - table.before[j]) * MICROSECOND)
         return tuple(times)
 
     def is_open(self, moment: datetime) -> bool:
