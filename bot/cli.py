@@ -296,7 +296,8 @@ def _tickets_list(args) -> int:
 
 def _tickets_show(args) -> int:
     from bot.reports import ticket_report
-    lines = ticket_report(_engine(args), args.reference)
+    from bot.rules import load_rules
+    lines = ticket_report(_engine(args), args.reference, load_rules(_settings(args).bot.rules_path))
     if lines is None:
         raise UsageError(f"no ticket {args.reference}")
     print("\n".join(lines))

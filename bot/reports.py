@@ -8,11 +8,21 @@ from datetime import datetime
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from bot.models import Event, Message, OutboxMail, Ticket
+from bot.models import Contract, Event, Message, OutboxMail, Ticket
+from bot.rules import Policy, Rules
+from bot.wording import long_moment
 
 
 def _when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "-"
+
+
+def _severity(ticket: Ticket, policy: Policy | None) -> str:
+    if not ticket.severity:
+        return "-"
+    known = policy and ticket.severity in policy.levels
+    return f"{ticket.severity}" + (f" {policy.severity(ticket.severity).label('en')}" if known else "") \
+        + f" ({ticket.severity_source})"
 
 
 def _deadline(ticket: Ticket) -> str:
@@ -33,22 +43,27 @@ def ticket_lines(engine: Engine, status: str | None = None) -> list[str]:
         f"{t.requester} / {t.subject}" for t in tickets]
 
 
-def ticket_report(engine: Engine, reference: str) -> list[str] | None:
-    """Everything that happened to a ticket, in order, from the audit trail."""
+def ticket_report(engine: Engine, reference: str, rules: Rules | None = None) -> list[str] | None:
+    """Everything that happened to a ticket, in order, from the audit trail; with the rules,
+    the severity's label and the deadline in the contract's own time zone too."""
     with Session(engine) as session:
         ticket = session.exec(select(Ticket).where(Ticket.reference == reference.upper())).first()
         if ticket is None:
             return None
+        contract = session.get(Contract, ticket.contract_id) if ticket.contract_id else None
         messages = session.exec(select(Message).where(Message.ticket_id == ticket.id).order_by(Message.id)).all()
         mails = session.exec(select(OutboxMail).where(OutboxMail.ticket_id == ticket.id).order_by(OutboxMail.id)).all()
         events = session.exec(select(Event).where(Event.ticket_id == ticket.id).order_by(Event.id)).all()
+    policy = rules.policies.get(contract.policy) if rules and contract else None
+    zone = rules.calendar_for(policy).tz if policy and policy.calendar in rules.calendars else None
     lines = [f"{ticket.reference}  {ticket.subject}",
              f"  requester     {ticket.requester_name} <{ticket.requester}>".replace(" <", " <", 1),
              f"  status        {ticket.status}" + (f"  (may be excluded: {ticket.flags})" if ticket.flags else ""),
              f"  language      {ticket.language}",
-             f"  severity      {ticket.severity or '-'}" + (f" ({ticket.severity_source})" if ticket.severity else ""),
+             f"  severity      {_severity(ticket, policy)}",
              f"  received      {_when(ticket.received_at)}",
-             f"  deadline      {_deadline(ticket)}"
+             f"  deadline      {_deadline(ticket)}" + (f"  ({long_moment(ticket.deadline_at.astimezone(zone))} "
+                                                      f"for the customer)" if zone and ticket.deadline_at else "")
              + (f"  (managers warned from {_when(ticket.warn_at)})" if ticket.warn_at else ""),
              f"  acknowledged  {_when(ticket.acknowledged_at)}",
              "", "messages:"]

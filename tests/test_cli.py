@@ -117,6 +117,8 @@ def test_demo_runs_and_leaves_the_sent_mails(tmp_path):
     assert "quarantined:\n            · no usable sender" in result.stdout
     shown = supportbot("tickets", "show", "SUP-000001", "--config", str(tmp_path / "demo" / "supportbot.toml"))
     assert shown.returncode == 0 and "duplicate" in shown.stdout and "followup" in shown.stdout
+    assert "severity      1 Critical (evidence)" in shown.stdout
+    assert "(Tuesday 24 November 2026, 09:58 (UTC+1) for the customer)" in shown.stdout
 
 
 @pytest.fixture(scope="module")
