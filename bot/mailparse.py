@@ -17,13 +17,14 @@ import re
 from dataclasses import dataclass
 from collections.abc import Callable
 from datetime import datetime, timezone
-from email.feedparser import BytesFeedParser
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import Compat32
 from email.utils import collapse_rfc2231_value, getaddresses, parsedate_to_datetime
 from html import unescape
 from html.parser import HTMLParser
+
+from bot.feedparse import BytesFeedParser
 
 MAX_DEPTH = 20  # real clients nest 4-5 levels; more is hostile
 MAX_LINE = 998  # RFC 5322 line limit, also our cap for one-line fields
