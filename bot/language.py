@@ -10,6 +10,9 @@ text is accepted, and answered in the detected language only when that is fairly
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -49,12 +52,30 @@ class Detected:
 def detect(text: str, detector=None) -> Detected:
     """Most mail is plainly English or French from its first lines; only when it is not is
     a longer sample read (time grows with the text), so that an error message quoted in
-    another language at the top does not decide."""
+    another language at the top does not decide. Reads no further than SAMPLE_CHARS."""
+    if detector is None:
+        known = _answers.get().get(text[:SAMPLE_CHARS])
+        if known is not None:
+            return known
     detector = detector or _detector()
     quick = _detect(text[:QUICK_CHARS], detector)
     if quick.code in SERVED_QUICKLY and quick.confidence >= REFUSE_MIN_CONFIDENCE and len(text) > QUICK_CHARS:
         return Detected(quick.code, quick.confidence, _letters(text[:SAMPLE_CHARS]))
     return quick if len(text) <= QUICK_CHARS else _detect(text[:SAMPLE_CHARS], detector)
+
+
+_answers: ContextVar[Mapping[str, Detected]] = ContextVar("answers", default={})
+
+
+@contextmanager
+def answers(known: Mapping[str, Detected]) -> Iterator[None]:
+    """Within the block (and this thread), detect() answers from `known`: what detect() gave
+    for these texts (cut to SAMPLE_CHARS) elsewhere, in bot/langworker.py's process."""
+    token = _answers.set(known)
+    try:
+        yield
+    finally:
+        _answers.reset(token)
 
 
 def _detect(sample: str, detector) -> Detected:

@@ -23,6 +23,7 @@ from bot.clock import Clock, SystemClock
 from bot.config import Settings
 from bot.database import make_engine, require_current_schema
 from bot.ingest import Ingestor
+from bot.langworker import LanguageWorker
 from bot.mailbox import Mailbox
 from bot.outbox import Outbox, RetryPolicy
 from bot.rules import load_rules
@@ -84,8 +85,10 @@ class Service:
                              b.support_address,
                              RetryPolicy(o.max_attempts, o.retry_base_seconds, o.retry_max_seconds),
                              o.redirect_all_to, o.batch_size)
+        self.languages = LanguageWorker() if role in ("all", "ingest") else None
         self.ingestor = Ingestor(self.store, decision_policy(settings, self.rules), settings.imap.inbox,
-                                 settings.imap.batch_size, on_queued=self.wake_delivery)
+                                 settings.imap.batch_size, on_queued=self.wake_delivery,
+                                 languages=self.languages)
         self.mailbox = Mailbox(settings.imap)
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
         self._ingest_thread = threading.Thread(target=self._ingest_loop, name="ingest", daemon=True)
@@ -114,6 +117,8 @@ class Service:
         self.stop_event.set()
         if self._ingest_thread.is_alive():
             self._ingest_thread.join()
+        if self.languages is not None:
+            self.languages.close()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         self.mailbox.close()
