@@ -90,7 +90,8 @@ def parse(raw: bytes) -> ParsedMail:
     msg = _message(raw if isinstance(raw, bytes) else bytes(raw), defects)
     parts = list(_walk(msg, defects))
     full_text, attachments = _body(parts, defects)
-    from_name, from_addr = _sender(msg, defects)
+    from_pairs = _address_pairs(msg, "From", defects)
+    from_name, from_addr = _sender(from_pairs, defects)
     _note_parser_defects(parts, defects)
     _note_duplicates(msg, defects)
     return ParsedMail(
@@ -107,7 +108,7 @@ def parse(raw: bytes) -> ParsedMail:
         text=_own_words(full_text),
         full_text=full_text,
         attachments=tuple(attachments),
-        auto=_auto(msg),
+        auto=_auto(msg, from_pairs),
         defects=tuple(dict.fromkeys(defects)),
         authentication_results=tuple(" ".join(str(v).split()) for v in msg.get_all("Authentication-Results", [])),
     )
@@ -599,9 +600,8 @@ def _addresses(msg: Message, name: str, defects: list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(a for a in found if a))
 
 
-def _sender(msg: Message, defects: list[str]) -> tuple[str, str | None]:
-    """(display name, address) of the first usable From mailbox."""
-    pairs = _address_pairs(msg, "From", defects)
+def _sender(pairs: list[tuple[str, str]], defects: list[str]) -> tuple[str, str | None]:
+    """(display name, address) of the first usable From mailbox (pairs: _address_pairs)."""
     for name, addr in pairs:
         clean = _clean_address(addr, "From", defects)
         if clean:
@@ -638,22 +638,21 @@ def _date(value: str | None, defects: list[str]) -> datetime | None:
 # --- automatic mail ---------------------------------------------------------------------
 
 
-def _auto(msg: Message) -> str | None:
+def _auto(msg: Message, from_pairs: list[tuple[str, str]]) -> str | None:
     """Why this mail must never be auto-answered (RFC 3834 and de-facto headers), else
     None.  Bounces first (the most specific: they also carry Auto-Submitted), then explicit
-    auto-reply markers, then bulk and list traffic."""
+    auto-reply markers, then bulk and list traffic.  `from_pairs`: _address_pairs of From."""
     if msg.get_content_type() == "multipart/report":
         return "bounce: multipart/report"
     if "".join(str(msg.get("Return-Path", "x")).split()) == "<>":
         return "bounce: empty return-path"
-    if _from_local_part(msg) in ("mailer-daemon", "postmaster"):
+    if _local_part(from_pairs) in ("mailer-daemon", "postmaster"):
         return "bounce: mailer-daemon"
     return _auto_header(msg)
 
 
-def _from_local_part(msg: Message) -> str:
-    """Local part of the first From address as written, even without a domain."""
-    pairs = _address_pairs(msg, "From", [])
+def _local_part(pairs: list[tuple[str, str]]) -> str:
+    """Local part of the first address as written, even without a domain."""
     return pairs[0][1].split("@")[0].strip().lower() if pairs else ""
 
 
