@@ -200,7 +200,7 @@ def _body(parts: list[Message], defects: list[str]) -> tuple[str, list[Attachmen
             if kind == "text/plain":
                 plain.append(_part_text(part, defects))
             elif kind == "text/html":
-                html.append(_html_body(_part_text(part, defects), defects))
+                html.append(_html_body(part, defects))
             elif not _is_container(part):
                 attachments.append(_attachment(part, defects))
         except _STDLIB_ERRORS as error:
@@ -211,15 +211,19 @@ def _body(parts: list[Message], defects: list[str]) -> tuple[str, list[Attachmen
     return text, attachments
 
 
-def _html_body(html: str, defects: list[str]) -> Callable[[], str]:
-    """The text of an HTML part, converted on demand: conversion is the costly step, and
-    is wasted when a text/plain part is used.  Markup on which conversion can fail is
-    converted at once, so that its defect is recorded, in part order, either way."""
-    html = _clean_html(html)
+def _html_body(part: Message, defects: list[str]) -> Callable[[], str]:
+    """The text of an HTML part, on demand: tidying, cleaning and converting it is wasted
+    when a text/plain part is used. Decoding (and its defects) happens at once, in part
+    order; so does everything else when the markup may make conversion fail ("<![" needs
+    a "[", and no step before conversion adds one), so that its defect is in order too."""
+    text, flowed = _decoded(part, defects)
+    if "[" not in text:
+        return lambda: _html_to_text(_clean_html(_normalised(text, flowed)), defects)
+    html = _clean_html(_normalised(text, flowed))
     if _HTML_MAY_FAIL not in html:
         return lambda: _html_to_text(html, defects)
-    text = _html_to_text(html, defects)
-    return lambda: text
+    converted = _html_to_text(html, defects)
+    return lambda: converted
 
 
 def _unreadable(part: Message, error: Exception, defects: list[str]) -> None:
@@ -241,15 +245,26 @@ def _body_kind(part: Message, defects: list[str]) -> str | None:
 
 def _part_text(part: Message, defects: list[str]) -> str:
     """Decoded, newline-normalised, control-free text of one leaf part."""
+    return _normalised(*_decoded(part, defects))
+
+
+def _decoded(part: Message, defects: list[str]) -> tuple[str, bool | None]:
+    """A leaf part's text as decoded, and how it flows (None: not format=flowed, else
+    whether DelSp=yes). All that reads the part, and may fail or note a defect, is here."""
     where = f"{_content_type(part)} part"
     data = part.get_payload(decode=True) or b""
     text = _decode_bytes(data, part.get_content_charset(), where, defects)
     if len(text) > MAX_BODY_CHARS:
         defects.append(f"{where} longer than {MAX_BODY_CHARS} characters; truncated")
         text = text[:MAX_BODY_CHARS]
+    flowed = _param(part, "delsp") == "yes" if _param(part, "format") == "flowed" else None
+    return text, flowed
+
+
+def _normalised(text: str, flowed: bool | None) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if _param(part, "format") == "flowed":
-        text = _unflow(text, delsp=_param(part, "delsp") == "yes")
+    if flowed is not None:
+        text = _unflow(text, delsp=flowed)
     text = _BODY_CONTROL.sub("", text)
     return "\n".join(line.rstrip() for line in text.split("\n")).strip("\n")
 
