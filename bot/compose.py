@@ -25,7 +25,9 @@ def stable_message_id(purpose: str, reference: str, source_key: str, domain: str
 
 def one_line(value: str) -> str:
     """Header injection guard: no CR, LF or other control characters survive."""
-    return " ".join("".join(c if c.isprintable() else " " for c in value).split())
+    if not value.isprintable():  # (most values are: then only the spaces are squeezed)
+        value = "".join(c if c.isprintable() else " " for c in value)
+    return " ".join(value.split())
 
 
 def compose(rendered: RenderedMail, *, sender: str, sender_name: str, recipient: str,

@@ -1,18 +1,24 @@
 """Drain the inbox: fetch new mail in chunks, record it in slices of COMMIT_EVERY mails, one
-transaction each, and mark each slice on the server after its commit.
+transaction each, and mark each chunk on the server after the commits of its slices.
 
-Marking comes strictly after the commit, so a crash in between only means the slice is read
+Marking comes strictly after the commit, so a crash in between only means the chunk is read
 again, and the store recognises every mail of it.
+
+Each slice is read (parsed) before the one ahead of it is recorded, and the texts whose
+language decide() will want are handed to the language worker (bot/langworker.py), which
+detects them in its own process meanwhile.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 from bot import decide as d
-from bot.mailbox import Mailbox
+from bot.langworker import LanguageWorker
+from bot.language import answers
+from bot.mailbox import FetchedMail, Mailbox
 from bot.store import Outcome, Store
 
 
@@ -34,11 +40,20 @@ class IngestReport:
         self.outcomes[key] = self.outcomes.get(key, 0) + 1
 
 
+@dataclass
+class _Slice:
+    mails: list[FetchedMail]
+    readings: list[d.Reading]
+    languages: int | None  # the language worker's batch for their texts
+
+
 class Ingestor:
     def __init__(self, store: Store, policy: d.Policy, folder: str, batch_size: int = 50,
-                 on_queued: Callable[[], None] = lambda: None) -> None:
+                 on_queued: Callable[[], None] = lambda: None,
+                 languages: LanguageWorker | None = None) -> None:
         self.store, self.policy, self.folder, self.batch_size = store, policy, folder, batch_size
         self.on_queued = on_queued  # called after each commit that queued mail: wakes delivery
+        self.languages = languages  # None: decide() detects languages in this process
 
     def drain(self, mailbox: Mailbox, stop: threading.Event | None = None) -> IngestReport:
         """Read every pending mail once. `stop` is honoured between slices, so a shutdown
@@ -51,10 +66,8 @@ class Ingestor:
         for start in range(0, len(pending), self.batch_size):
             for chunk in mailbox.fetch_chunks(pending[start:start + self.batch_size]):
                 committed = []
-                for first in range(0, len(chunk), COMMIT_EVERY):
-                    if stop.is_set():
-                        break
-                    committed += self._commit(uidvalidity, chunk[first:first + COMMIT_EVERY], report)
+                for piece in self._read_ahead(chunk, stop):
+                    committed += self._commit(uidvalidity, piece, report)
                 # One STORE per chunk, after its commits. Should anything fail before it, the
                 # committed mails are read again and known: nothing is lost or doubled.
                 mailbox.mark_processed(committed)
@@ -62,10 +75,30 @@ class Ingestor:
                     return report
         return report
 
-    def _commit(self, uidvalidity: int, mails, report: IngestReport) -> list[int]:
-        outcomes = self.store.record_batch(self.folder, uidvalidity, mails, self.policy)
+    def _read_ahead(self, chunk: list[FetchedMail], stop: threading.Event) -> Iterator[_Slice]:
+        """The chunk's slices, read one ahead: the next slice is parsed, and its texts sent
+        to the language worker, before the current one is handed out to be recorded."""
+        slices = [chunk[first:first + COMMIT_EVERY] for first in range(0, len(chunk), COMMIT_EVERY)]
+        ahead = self._read(slices[0])
+        for following in slices[1:] + [None]:
+            if stop.is_set():
+                return
+            current = ahead
+            ahead = self._read(following) if following else None
+            yield current
+
+    def _read(self, mails: list[FetchedMail]) -> _Slice:
+        readings = [d.read(mail.raw) for mail in mails]  # pure: before the write lock
+        texts = [f"{r.mail.subject}\n{r.mail.text}" for r in readings if r.mail]  # as decide() detects them
+        return _Slice(mails, readings, self.languages and self.languages.ask(texts))
+
+    def _commit(self, uidvalidity: int, piece: _Slice, report: IngestReport) -> list[int]:
+        known = self.languages.answer(piece.languages) if self.languages else {}
+        with answers(known):
+            outcomes = self.store.record_batch(self.folder, uidvalidity, piece.mails, self.policy,
+                                               piece.readings)
         for outcome in outcomes:
             report.add(outcome)
         if any(outcome.queued for outcome in outcomes):
             self.on_queued()
-        return [mail.uid for mail in mails]
+        return [mail.uid for mail in piece.mails]

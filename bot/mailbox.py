@@ -26,6 +26,7 @@ from imapclient.imapclient import _parse_untagged_response
 from bot.transport import tls_context
 
 log = logging.getLogger(__name__)
+_IMAPLIB_LOG = logging.getLogger("imapclient.imaplib")  # where IMAPClient sends imaplib's debug output
 
 MAX_FETCH_BYTES = 20 * 1024 * 1024  # per FETCH round trip: bounds memory with huge mails
 IDLE_CYCLE_SECONDS = 300  # IDLE is re-issued this often: well under RFC 2177's 29 minutes
@@ -64,6 +65,7 @@ class Mailbox:
                                f"{error.verify_message or error}; set [imap] ca_file to the server's "
                                "CA (or, knowingly, tls_verify = false)") from error
         client.normalise_times = False
+        _quiet_imaplib(client)
         client.login(s.username, s.password)
         self.client = client
         self._check_marking()
@@ -151,6 +153,15 @@ class Mailbox:
         finally:
             buffered = self.client.idle_done()[1]
         return any(_is_new_mail(r) for r in buffered)
+
+
+def _quiet_imaplib(client: IMAPClient) -> None:
+    """IMAPClient turns imaplib's debug output up to level 5 and sends it to its
+    "imapclient.imaplib" logger at DEBUG, so that imaplib formats the repr of every mail it
+    reads, and then of the whole FETCH response, for a logger that almost always drops it:
+    half the CPU time of a FETCH. Unless that logger would show it, imaplib stays quiet."""
+    if not _IMAPLIB_LOG.isEnabledFor(logging.DEBUG):
+        client._imap.debug = 0  # imaplib's own switch: IMAPClient has no public one
 
 
 def idle_responses(client: IMAPClient, timeout: float) -> list[tuple]:

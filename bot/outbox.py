@@ -33,6 +33,7 @@ _RECORD_RESULT = sa.update(OUTBOX).where(OUTBOX.c.id == sa.bindparam("row_id")).
 _NOTE_ACKNOWLEDGED = sa.update(TICKETS).where(
     TICKETS.c.id == sa.bindparam("ticket"), TICKETS.c.acknowledged_at.is_(None)).values(
     acknowledged_at=sa.bindparam("at"))
+_RECORD_EVENT = sa.insert(EVENTS)
 
 # Automatic answers go out with a null envelope sender so that bounces never loop (RFC 3834 §3.3).
 AUTOMATIC_PURPOSES = frozenset({"ack", "refusal", "unknown_sender"})
@@ -165,8 +166,8 @@ class Outbox:
                                             sent=now if status == "sent" else None))
             if status == "sent" and row.purpose in AUTOMATIC_PURPOSES and row.ticket_id:
                 db.execute(_NOTE_ACKNOWLEDGED, dict(ticket=row.ticket_id, at=now))
-            db.execute(sa.insert(EVENTS), dict(at=now, ticket_id=row.ticket_id, message_id=None,
-                                               kind=f"mail_{status}", detail=detail))
+            db.execute(_RECORD_EVENT, dict(at=now, ticket_id=row.ticket_id, message_id=None,
+                                           kind=f"mail_{status}", detail=detail))
 
     def _release(self, failed: OutboxMail, error: str, untried: list[OutboxMail]) -> None:
         """A temporary failure: the failed row backs off; the untried rest is pending again."""

@@ -184,16 +184,18 @@ class Store:
     # -- reading mail -------------------------------------------------------------------
 
     def record_batch(self, folder: str, uidvalidity: int, mails: list[FetchedMail],
-                     policy: d.Policy) -> list[Outcome]:
+                     policy: d.Policy, readings: list[d.Reading] | None = None) -> list[Outcome]:
         """Decide and apply a batch of mails in one transaction.
 
         The batch is written with one statement per table. Should that fail, each mail is
         recorded again in a savepoint of its own, and a mail that still fails is quarantined
         with the reason, so the others commit: this is the one guarded place per message.
         Safe to call twice for the same mails. Database outages propagate: nothing commits
-        and the caller marks nothing.
+        and the caller marks nothing. `readings`: the mails already read (d.read), if the
+        caller read them ahead.
         """
-        readings = [d.read(mail.raw) for mail in mails]  # pure and the slowest part: before the lock
+        if readings is None:  # pure and the slowest part: before the lock
+            readings = [d.read(mail.raw) for mail in mails]
         with Session(self.engine) as session:
             db = session.connection()
             known = self._recorded_uids(db, folder, uidvalidity, [m.uid for m in mails])

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, strategies as st
 
-from bot.language import detect
+from bot.language import _letters, detect
 from bot.mailparse import parse
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -35,3 +36,8 @@ def test_other_languages_are_recognised(code, text):
 def test_short_text_is_never_sure_enough_to_refuse():
     for text in ("Danke!", "Gracias", "ok", "Merci beaucoup", ""):
         assert not detect(text).sure_enough_to_refuse()
+
+
+@given(st.text(max_size=300) | st.text(st.characters(max_codepoint=127), max_size=300))
+def test_letters_are_counted_as_str_isalpha_counts_them(text):
+    assert _letters(text) == sum(c.isalpha() for c in text)

@@ -7,6 +7,7 @@ wait for the end of a line rather than fail on half of it (mjs/imapclient#519).
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -106,3 +107,24 @@ def test_a_server_that_hangs_up_during_idle_raises_instead_of_spinning():
         with pytest.raises(IMAPClient.AbortError, match="EOF"):
             for _ in range(10):
                 idle_responses(client, timeout=0.5)
+
+
+def test_imaplib_debug_output_is_formatted_only_for_a_logger_that_shows_it(tmp_path, dovecot, caplog):
+    from bot.mailbox import Mailbox
+    from helpers import settings_for, write_config
+
+    settings = settings_for(write_config(tmp_path, dovecot, None, "sqlite://"), dovecot).imap
+    quiet = Mailbox(settings)
+    quiet.connect()
+    try:
+        assert quiet.client._imap.debug == 0  # no repr of every mail for nobody
+    finally:
+        quiet.close()
+    caplog.set_level(logging.DEBUG, logger="imapclient.imaplib")
+    verbose = Mailbox(settings)
+    verbose.connect()
+    try:
+        verbose.open_inbox()
+    finally:
+        verbose.close()
+    assert any("SELECT" in record.getMessage() for record in caplog.records if record.name == "imapclient.imaplib")
