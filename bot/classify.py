@@ -16,13 +16,14 @@ policy's default level.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bot.memo import ByIdentity
 from bot.regexfacts import most_selective, needed
 from bot.rules import SeverityEvidence
 
-TEXT_LIMIT = 3000  # characters of the body read: the customer's own words come first
+TEXT_LIMIT = 1500  # characters of the body read: the description comes first, pasted logs after
+WINDOW = 300  # a pattern is run this far around the words it needs (its evidence is shorter)
 DECLARED_WEIGHT = 0.5  # a stated priority weighs half a described symptom: the vendor grades
 # "no workaround is available", "no data is corrupted", "pas de perte", "aucune donnée n'est
 # corrompue": a negation just before, or before one word and its verb.
@@ -80,6 +81,7 @@ class _Item:
     regex: re.Pattern[str] | None = None
     words: frozenset[str] = frozenset()  # a phrase: every word of it
     literals: tuple[tuple[str, ...], ...] = ()  # a pattern: one string of each tuple
+    anchors: tuple[str, ...] = ()  # a pattern: strings one of which each match contains
 
     def possible(self, text: _Text) -> bool:
         if self.words:
@@ -91,9 +93,13 @@ class _Item:
         """The words of the first match that no negation precedes."""
         if self.regex is None:
             return _find_phrase(self.phrase, text.flat)
-        for match in self.regex.finditer(text.text):
-            if not _NEGATION.search(text.text, max(0, match.start() - NEGATION_WINDOW), match.start()):
-                return " ".join(match[0].split())
+        whole = text.text
+        for start, end in text.windows(self.anchors):
+            for match in self.regex.finditer(whole, start, end):
+                if match.end() == end < len(whole):  # the window's end may have made this match
+                    match = self.regex.match(whole, match.start())
+                if match and not _NEGATION.search(whole, max(0, match.start() - NEGATION_WINDOW), match.start()):
+                    return " ".join(match[0].split())
         return None
 
 
@@ -107,6 +113,31 @@ class _Text:
         self.flat = " ".join(self.folded.split())
         self.words = _words(self.folded)
         self.strings = {string for string in index_strings if string in self.folded}
+        self._lowered: str | None = None
+
+    def windows(self, anchors: tuple[str, ...]) -> list[tuple[int, int]]:
+        """Where to run a pattern: around each place one of its anchors stands, or the whole
+        text when it is short, when there are no anchors or when none is found as written."""
+        if not anchors or len(self.text) <= 4 * WINDOW:
+            return [(0, len(self.text))]
+        if self._lowered is None:
+            self._lowered = self.text.lower()
+        spans = []
+        for anchor in anchors:
+            at = self._lowered.find(anchor)
+            while at >= 0:
+                spans.append((max(0, at - WINDOW), min(len(self.text), at + len(anchor) + WINDOW)))
+                at = self._lowered.find(anchor, at + 1)
+        if not spans:
+            return [(0, len(self.text))]
+        spans.sort()
+        merged = [spans[0]]
+        for start, end in spans[1:]:
+            if start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+            else:
+                merged.append((start, end))
+        return merged
 
 
 def _find_phrase(phrase: str, flat: str) -> str | None:
@@ -135,7 +166,6 @@ class Classifier:
                 items.append(_Item(level.level, phrase=phrase, words=frozenset(_words(phrase))))
             items += [_Item(level.level, regex=p, literals=needed(p)) for ps in level.patterns.values() for p in ps]
         items += [_Item(d.level, True, regex=p, literals=needed(p)) for d in evidence.declared for p in d.patterns]
-        self._items = tuple(items)
         self._by_word: dict[str, list[int]] = {}
         self._by_string: dict[str, list[int]] = {}
         self._always: list[int] = []
@@ -143,10 +173,15 @@ class Classifier:
             if item.words:
                 self._by_word.setdefault(max(sorted(item.words), key=len), []).append(i)
             elif item.literals:
-                for string in _index_strings(item.literals):
+                index = _index_strings(item.literals)
+                for string in index:
                     self._by_string.setdefault(string, []).append(i)
+                # Found in the text as written (lower-cased), an index string marks where to look.
+                if all(s == s.lower() and not any(c.isspace() for c in s) for s in index):
+                    items[i] = replace(item, anchors=index)
             else:
                 self._always.append(i)
+        self._items = tuple(items)
         self._strings = tuple(self._by_string)
 
     def grade(self, subject: str, body: str, default_level: int) -> Graded:

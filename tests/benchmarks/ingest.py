@@ -457,6 +457,25 @@ def db_summary(url: str) -> dict[str, dict[str, int]]:
         engine.dispose()
 
 
+def import_contracts(db_url: str, workdir: Path) -> None:
+    """--contracts: every sender's domain is an Astran customer (any employee is served),
+    so each mail is entitled: graded, given a deadline, acknowledged with both."""
+    from bot.contracts import import_file
+    from bot.database import make_engine
+    from bot.rules import load_rules
+    customers = [{"key": domain.split(".")[0], "name": domain.split(".")[0].title(), "domains": [domain],
+                  "contracts": [{"number": f"BENCH-{i}", "policy": "astran-standard", "effective": "2020-01-01",
+                                 "term_months": 12}]}
+                 for i, domain in enumerate(DOMAINS)]
+    path = workdir / "contracts.yaml"
+    path.write_text(json.dumps({"customers": customers}), encoding="utf-8")  # JSON is YAML
+    engine = make_engine(db_url)
+    try:
+        import_file(engine, path, load_rules())
+    finally:
+        engine.dispose()
+
+
 def run(args: argparse.Namespace) -> int:
     from bot.database import upgrade
     from helpers import write_config
@@ -481,6 +500,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             db_url = f"sqlite:///{workdir / 'supportbot.db'}"
         upgrade(db_url)
+        if args.contracts:
+            import_contracts(db_url, workdir)
 
         say(f"appending {n} mails ...")
         arrival, total_bytes, append_seconds = append_corpus(dovecot, Corpus(n, args.seed))
@@ -582,6 +603,7 @@ def run(args: argparse.Namespace) -> int:
     yes = lambda ok: "yes" if ok else "NO"  # noqa: E731
 
     print(f"supportbot ingest benchmark: N={n}, db={args.db}, batch={args.batch}, "
+          f"{'senders under contract, ' if args.contracts else ''}"
           f"{total_bytes / n / 1024:.1f} KB/mail average ({total_bytes / 1e6:.1f} MB), seed={args.seed}")
     print(f"  append (MULTIAPPEND, one connection):  {append_seconds:8.1f} s")
     print(f"  service phase, start -> last ack/drain: {elapsed:8.1f} s"
@@ -635,6 +657,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run both jobs in one process (supportbot run --single-process); "
                              "by default ingest and delivery are two processes, as supportbot run does")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (config, db, child log)")
+    parser.add_argument("--contracts", action="store_true",
+                        help="put every sender under contract, so that each mail is graded and given a deadline")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
