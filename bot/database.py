@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -28,8 +31,26 @@ def make_engine(url: str) -> Engine:
 
 def _sqlite_begin(connection) -> None:
     """Take the write lock up front: in WAL mode a read transaction that later writes fails at
-    once (SQLITE_BUSY_SNAPSHOT) when another connection wrote meanwhile; waiting is better."""
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    once (SQLITE_BUSY_SNAPSHOT) when another connection wrote meanwhile; waiting is better.
+    A snapshot() only reads, and takes no lock."""
+    read_only = connection.get_execution_options().get(_SNAPSHOT, False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+_SNAPSHOT = "supportbot_snapshot"
+
+
+@contextmanager
+def snapshot(engine: Engine) -> Iterator[sa.Connection]:
+    """A read-only transaction that sees one consistent state of the database and blocks no
+    writer (SQLite: a deferred transaction in WAL mode; PostgreSQL: REPEATABLE READ)."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            connection.execution_options(**{_SNAPSHOT: True})
+        else:
+            connection.execution_options(isolation_level="REPEATABLE READ")
+        with connection.begin():
+            yield connection
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

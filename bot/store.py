@@ -11,6 +11,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -21,6 +22,7 @@ from bot import decide as d
 from bot.clock import Clock
 from bot.compose import compose, stable_message_id
 from bot.contracts import directory
+from bot.database import snapshot
 from bot.entitlement import Reason
 from bot.mailbox import FetchedMail
 from bot.mailthread import subject_tags, thread_ids
@@ -164,6 +166,41 @@ class _Rows:
                                            for reference, row in self.outbox])
 
 
+class _State(NamedTuple):
+    """What a slice's decisions depend on having stayed the same: the last ticket number
+    and the last message and outbox rows. Only inserts change what decide() sees (known
+    mails, threads, tickets, mails queued to a recipient), and every insert moves one of
+    these. Contract data is read at the same moment, so it is as current as before."""
+
+    ticket_number: int
+    last_message: int
+    last_outbox: int
+
+    @classmethod
+    def read(cls, db: sa.Connection, lock: bool = True) -> "_State":
+        """The ticket counter first: in a write transaction it locks the row (PostgreSQL) or
+        holds the write lock (SQLite), so the rest cannot move before the commit. Ingest
+        instances all lock it, so they take turns."""
+        query = sa.select(COUNTERS.c.value).where(COUNTERS.c.name == "ticket")
+        number = db.execute(query.with_for_update() if lock else query).scalar_one()
+        last = db.execute(sa.select(sa.select(sa.func.max(MESSAGES.c.id)).scalar_subquery(),
+                                    sa.select(sa.func.max(OUTBOX.c.id)).scalar_subquery())).one()
+        return cls(number, last[0] or 0, last[1] or 0)
+
+
+@dataclass
+class _Plan:
+    """A slice decided: the rows to write, and what to check before writing them."""
+
+    state: _State | None  # None: planned under the write lock
+    fresh: list[tuple[FetchedMail, d.Reading]]
+    rows: _Rows
+    tickets: dict[str, int | None]
+    outcomes: list[Outcome]
+    first_number: int
+    last_number: int
+
+
 def service_level_words(out: d.OutgoingMail, language: str) -> dict:
     """What the acknowledgement says of the severity and the deadline, in one language."""
     label = out.severity and (out.severity.get(language) or next(iter(out.severity.values())))
@@ -187,6 +224,12 @@ class Store:
                      policy: d.Policy, readings: list[d.Reading] | None = None) -> list[Outcome]:
         """Decide and apply a batch of mails in one transaction.
 
+        The decisions (and the mails they queue, rendered) are planned first, from a snapshot
+        that holds no lock; the write transaction then only checks that nothing was written
+        meanwhile (see _State) and inserts the rows, so delivery, which records each mail it
+        sends, seldom waits for the write lock. Should anything have been written, the slice
+        is decided again under the lock.
+
         The batch is written with one statement per table. Should that fail, each mail is
         recorded again in a savepoint of its own, and a mail that still fails is quarantined
         with the reason, so the others commit: this is the one guarded place per message.
@@ -196,13 +239,21 @@ class Store:
         """
         if readings is None:  # pure and the slowest part: before the lock
             readings = [d.read(mail.raw) for mail in mails]
+        plan = self._plan_ahead(folder, uidvalidity, mails, readings, policy)
         with Session(self.engine) as session:
             db = session.connection()
-            known = self._recorded_uids(db, folder, uidvalidity, [m.uid for m in mails])
-            fresh = [(mail, reading) for mail, reading in zip(mails, readings) if mail.uid not in known]
+            planned = plan is not None and _State.read(db) == plan.state
+            if planned:
+                fresh = plan.fresh
+            else:
+                known = self._recorded_uids(db, folder, uidvalidity, [m.uid for m in mails])
+                fresh = [(mail, reading) for mail, reading in zip(mails, readings) if mail.uid not in known]
             try:
                 with session.begin_nested():
-                    recorded = self._record(db, folder, uidvalidity, fresh, policy)
+                    if planned:
+                        recorded = self._write(db, plan)
+                    else:
+                        recorded = self._record(db, folder, uidvalidity, fresh, policy)
             except OperationalError:
                 raise  # the database, not a mail: nothing commits, nothing is marked
             except Exception as error:  # noqa: BLE001 - find the mail that caused it
@@ -214,6 +265,20 @@ class Store:
             session.commit()
         outcomes = dict(zip((mail.uid for mail, _ in fresh), recorded))
         return [outcomes.get(mail.uid, Outcome("known", "")) for mail in mails]
+
+    def _plan_ahead(self, folder: str, uidvalidity: int, mails: list[FetchedMail],
+                    readings: list[d.Reading], policy: d.Policy) -> _Plan | None:
+        """The slice decided from a snapshot; None when that fails (record_batch then
+        decides under the lock, mail by mail if need be, and finds the culprit)."""
+        try:
+            with snapshot(self.engine) as db:
+                state = _State.read(db, lock=False)
+                known = self._recorded_uids(db, folder, uidvalidity, [m.uid for m in mails])
+                fresh = [(mail, reading) for mail, reading in zip(mails, readings) if mail.uid not in known]
+                return self._plan(db, folder, uidvalidity, fresh, policy, state)
+        except Exception as error:  # noqa: BLE001 - decided again under the lock
+            log.debug("%s: planning failed (%s: %s)", folder, type(error).__name__, error)
+            return None
 
     def record_mail(self, folder: str, uidvalidity: int, uid: int, raw: bytes,
                     received_at: datetime, policy: d.Policy) -> Outcome:
@@ -243,13 +308,19 @@ class Store:
     def _record(self, db: sa.Connection, folder: str, uidvalidity: int,
                 mails: list[tuple[FetchedMail, d.Reading]], policy: d.Policy) -> list[Outcome]:
         """Decide each mail against what the database and the earlier mails say; write all."""
+        return self._write(db, self._plan(db, folder, uidvalidity, mails, policy))
+
+    def _plan(self, db: sa.Connection, folder: str, uidvalidity: int,
+              mails: list[tuple[FetchedMail, d.Reading]], policy: d.Policy,
+              state: _State | None = None) -> _Plan:
+        """Decide each mail against what the database and the earlier mails say."""
+        rows, outcomes = _Rows(), []
         if not mails:
-            return []
-        first = number = self._ticket_number(db)  # first: later reads see what others committed
+            return _Plan(state, mails, rows, {}, outcomes, 0, 0)
+        # The counter first: under the write lock, later reads see what others committed.
+        first = number = state.ticket_number if state else self._ticket_number(db)
         since = min(mail.internaldate for mail, _ in mails) - d.RATE_WINDOW
         view = SliceView.load(db, [reading for _, reading in mails], since, policy)
-        rows = _Rows()
-        outcomes = []
         for mail, reading in mails:
             decision = d.decide(reading, mail.internaldate, view, policy)
             original = view.originals.get(decision.message_key)
@@ -261,10 +332,14 @@ class Store:
                 number += 1
                 reference = f"{self.reference_prefix}-{number:06d}"
             outcomes.append(self._apply(rows, view, decision, reference, folder, uidvalidity, mail))
-        rows.write(db, view.tickets)
-        if number != first:
-            db.execute(sa.update(COUNTERS).where(COUNTERS.c.name == "ticket").values(value=number))
-        return outcomes
+        return _Plan(state, mails, rows, view.tickets, outcomes, first, number)
+
+    @staticmethod
+    def _write(db: sa.Connection, plan: _Plan) -> list[Outcome]:
+        plan.rows.write(db, plan.tickets)
+        if plan.last_number != plan.first_number:
+            db.execute(sa.update(COUNTERS).where(COUNTERS.c.name == "ticket").values(value=plan.last_number))
+        return plan.outcomes
 
     def _ticket_number(self, db: sa.Connection) -> int:
         """The last ticket number; the row stays locked until commit (PostgreSQL FOR UPDATE,

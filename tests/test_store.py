@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from bot import decide as d
@@ -266,6 +267,85 @@ def test_a_mail_that_breaks_the_parser_is_quarantined_and_the_batch_goes_on(stor
     assert [o.kind for o in outcomes] == ["new_ticket", "quarantined", "new_ticket"]
     [quarantined] = [m for m in rows(store, Message) if m.kind == "quarantined"]
     assert quarantined.uid == 2 and quarantined.reason.startswith("processing failed: RecursionError")
+
+
+# -- decided before the write lock, checked under it --------------------------------------
+
+def _with_a_writer_in_between(store, monkeypatch, write) -> None:
+    """Have `write` commit between the planning of the next batch and its write."""
+    plan_ahead = Store._plan_ahead
+
+    def plan_then_write(self, *args, **kwargs):
+        plan = plan_ahead(self, *args, **kwargs)
+        monkeypatch.setattr(Store, "_plan_ahead", plan_ahead)
+        write()
+        return plan
+
+    monkeypatch.setattr(Store, "_plan_ahead", plan_then_write)
+
+
+def test_a_mail_committed_while_a_batch_was_decided_is_seen_before_it_is_written(store, monkeypatch):
+    # The batch holds a reply to m1; m1 is committed (by another instance, or a rescue run)
+    # after the batch was planned without it: the batch is decided again and joins m1's ticket.
+    _with_a_writer_in_between(store, monkeypatch,
+                              lambda: store.record_mail("INBOX", 7, 1, mail(1), T0, POLICY))
+    reply = mail(2, sender="bob@acme.example", extra="In-Reply-To: <m1@acme.example>\r\n")
+    outcomes = store.record_batch("INBOX", 7, batch_of(reply, mail(1), first_uid=2), POLICY)
+    assert [(o.status, o.kind, o.ticket_reference) for o in outcomes] == [
+        ("stored", "followup", "SUP-000001"), ("duplicate", "new_ticket", None)]
+    assert [t.reference for t in rows(store, Ticket)] == ["SUP-000001"]
+    assert len(rows(store, OutboxMail)) == 1
+
+
+def test_ticket_numbers_taken_while_a_batch_was_decided_are_not_handed_out_twice(store, monkeypatch):
+    _with_a_writer_in_between(store, monkeypatch, lambda: store.record_mail(
+        "INBOX", 7, 1, mail(1, sender="other@acme.example"), T0, POLICY))
+    outcomes = store.record_batch("INBOX", 7, batch_of(mail(2), mail(3, "c@acme.example"), first_uid=2), POLICY)
+    assert [o.ticket_reference for o in outcomes] == ["SUP-000002", "SUP-000003"]
+    assert sorted(t.reference for t in rows(store, Ticket)) == ["SUP-000001", "SUP-000002", "SUP-000003"]
+
+
+def test_mail_queued_while_a_batch_was_decided_counts_against_the_rate_limit(store, monkeypatch):
+    for n in (1, 2):  # two of the three automatic mails per hour
+        store.record_mail("INBOX", 7, n, mail(n), T0, POLICY)
+
+    def another_instance_queues_an_ack() -> None:
+        with store.engine.begin() as db:
+            db.execute(OutboxMail.__table__.insert().values(
+                message_id="<supportbot.other@vendor.example>", purpose="ack", recipient="alice@acme.example",
+                raw=b"", created_at=T0, status="pending", attempts=0, next_attempt_at=T0, last_error=""))
+
+    _with_a_writer_in_between(store, monkeypatch, another_instance_queues_an_ack)
+    [outcome] = store.record_batch("INBOX", 7, batch_of(mail(3), first_uid=3), POLICY)
+    assert (outcome.kind, outcome.queued) == ("new_ticket", 0)
+    assert len([m for m in rows(store, OutboxMail) if m.recipient == "alice@acme.example"]) == 3
+
+
+def test_a_batch_is_decided_without_holding_the_write_lock(store, monkeypatch, db_url):
+    """Delivery records each mail it sends: it must not wait while a slice is decided. The
+    probe takes what record_batch locks (SQLite's write lock, PostgreSQL's counter row)
+    without waiting, so it fails if decide() runs under the lock."""
+    decide, took_the_lock = d.decide, []
+    probe = sa.create_engine(db_url, **({"connect_args": {"timeout": 0}} if db_url.startswith("sqlite") else {}))
+
+    def decide_while_another_connection_locks(*args, **kwargs):
+        if not took_the_lock:
+            with probe.connect() as db:
+                if probe.dialect.name == "sqlite":
+                    db.exec_driver_sql("BEGIN IMMEDIATE")
+                else:
+                    db.exec_driver_sql("BEGIN")
+                    db.exec_driver_sql("SELECT value FROM counters WHERE name = 'ticket' FOR UPDATE NOWAIT")
+                db.exec_driver_sql("COMMIT")
+            took_the_lock.append(True)
+        return decide(*args, **kwargs)
+
+    monkeypatch.setattr(d, "decide", decide_while_another_connection_locks)
+    try:
+        [outcome] = store.record_batch("INBOX", 7, batch_of(mail(1)), POLICY)
+    finally:
+        probe.dispose()
+    assert took_the_lock and (outcome.status, outcome.ticket_reference) == ("stored", "SUP-000001")
 
 
 # -- contracts: who wrote and what their contract allows -----------------------------------

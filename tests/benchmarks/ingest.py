@@ -569,6 +569,7 @@ def run(args: argparse.Namespace) -> int:
         stopped = {"maxrss_kb": sum(r["maxrss_kb"] for r in results),
                    "per_process": [r["maxrss_kb"] for r in results],
                    "helpers": [r["helpers_kb"] for r in results],
+                   "cpu_per_process": [r["cpu_user"] + r["cpu_sys"] for r in results],
                    "cpu_user": sum(r["cpu_user"] for r in results),
                    "cpu_sys": sum(r["cpu_sys"] for r in results),
                    "stop_seconds": max(r["stop_seconds"] for r in results)}
@@ -621,7 +622,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  service peak RSS (sum over processes): {rss / 1024:8.1f} MB   ({per_process}; "
           f"after imports + Service(): {ready['rss_kb'] / 1024:.1f} MB)")
     print(f"  service CPU (child user+sys):          {stopped['cpu_user'] + stopped['cpu_sys']:8.1f} s   "
-          f"({stopped['cpu_user']:.1f} user, {stopped['cpu_sys']:.1f} sys; stop took {stopped['stop_seconds']:.2f} s)")
+          f"({' + '.join(f'{c:.1f}' for c in stopped['cpu_per_process'])}; "
+          f"{stopped['cpu_user']:.1f} user, {stopped['cpu_sys']:.1f} sys; stop took {stopped['stop_seconds']:.2f} s)")
     print(f"  database: messages {summary['messages']}, outbox {summary['outbox']}, "
           f"tickets {summary['tickets']['total']}")
     print(f"  plain imapclient+aiosmtplib loop:      {plain_rate:8.1f} mails/s "
