@@ -17,10 +17,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
+from bot.given import Given
 from bot.memo import ByIdentity
 from bot.regexfacts import most_selective, needed
-from bot.rules import SeverityEvidence
+
+if TYPE_CHECKING:  # bot.rules (pydantic, YAML) stays out of bot/textworker.py's process
+    from bot.rules import SeverityEvidence
 
 TEXT_LIMIT = 1500  # characters of the body read: the description comes first, pasted logs after
 WINDOW = 300  # a pattern is run this far around the words it needs (its evidence is shorter)
@@ -68,6 +73,15 @@ class Graded:
         others = sorted({e.level for e in self.evidence} - {self.level})
         also = f" (also evidence of level {', '.join(map(str, others))})" if others else ""
         return f"{head} from {', '.join(winning)}{also}"
+
+    def portable(self) -> tuple:
+        """Plain values (marshal), for bot/textworker.py's answers."""
+        return self.level, self.source, tuple((e.level, e.found, e.where, e.declared) for e in self.evidence)
+
+    @classmethod
+    def from_portable(cls, value: tuple) -> "Graded":
+        level, source, evidence = value
+        return cls(level, source, tuple(Evidence(*e) for e in evidence))
 
 
 @dataclass(frozen=True)
@@ -227,7 +241,41 @@ def _same_words(a: str, b: str) -> bool:
 
 _classifier = ByIdentity(Classifier, limit=8)
 
+# What grade() gave elsewhere (bot/textworker.py), by graded_key(): graded with NO_DEFAULT,
+# since the default level is the contract's, known only to decide().
+graded_elsewhere = Given("graded")
+NO_DEFAULT = 0
+
+
+def graded_key(evidence: SeverityEvidence, subject: str, body: str) -> tuple:
+    """The evidence by identity (it is alive while its answers are given), and what grade()
+    reads of the texts."""
+    return id(evidence), subject, body[:TEXT_LIMIT]
+
 
 def grade(evidence: SeverityEvidence, subject: str, body: str, default_level: int) -> Graded:
     """The severity of a request (the customer's own words: quotes and signature removed)."""
-    return _classifier(evidence).grade(subject, body, default_level)
+    graded = graded_elsewhere.get(graded_key(evidence, subject, body))
+    if graded is None:
+        return _classifier(evidence).grade(subject, body, default_level)
+    return Graded(default_level, "default") if graded.source == "default" else graded
+
+
+def portable_evidence(evidence: SeverityEvidence) -> tuple:
+    """The evidence as plain values (marshal), for a process that does not load the rules."""
+    return (tuple((level.level, dict(level.phrases), {lang: tuple(p.pattern for p in ps)
+                                                      for lang, ps in level.patterns.items()})
+                  for level in evidence.evidence),
+            tuple((d.level, tuple(p.pattern for p in d.patterns)) for d in evidence.declared))
+
+
+def evidence_from_portable(value: tuple) -> SimpleNamespace:
+    """What portable_evidence() gave, back in the shape Classifier reads (patterns compiled
+    as bot.rules compiles them: case-insensitive)."""
+    levels, declared = value
+    compiled = lambda patterns: tuple(re.compile(p, re.IGNORECASE) for p in patterns)  # noqa: E731
+    return SimpleNamespace(
+        evidence=tuple(SimpleNamespace(level=level, phrases=phrases,
+                                       patterns={lang: compiled(ps) for lang, ps in patterns.items()})
+                       for level, phrases, patterns in levels),
+        declared=tuple(SimpleNamespace(level=level, patterns=compiled(ps)) for level, ps in declared))

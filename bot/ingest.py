@@ -4,9 +4,9 @@ transaction each, and mark each chunk on the server after the commits of its sli
 Marking comes strictly after the commit, so a crash in between only means the chunk is read
 again, and the store recognises every mail of it.
 
-Each slice is read (parsed) before the one ahead of it is recorded, and the texts whose
-language decide() will want are handed to the language worker (bot/langworker.py), which
-detects them in its own process meanwhile.
+Each slice is read (parsed) before the one ahead of it is recorded, and its texts are
+handed to the text worker (bot/textworker.py), which detects their languages and grades
+their severity in its own process meanwhile.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from bot import decide as d
-from bot.langworker import LanguageWorker
-from bot.language import answers
+from bot.classify import graded_elsewhere
+from bot.language import detected_elsewhere
+from bot.textworker import TextWorker
 from bot.mailbox import FetchedMail, Mailbox
 from bot.store import Outcome, Store
 
@@ -44,16 +45,16 @@ class IngestReport:
 class _Slice:
     mails: list[FetchedMail]
     readings: list[d.Reading]
-    languages: int | None  # the language worker's batch for their texts
+    texts: int | None  # the text worker's batch for them
 
 
 class Ingestor:
     def __init__(self, store: Store, policy: d.Policy, folder: str, batch_size: int = 50,
                  on_queued: Callable[[], None] = lambda: None,
-                 languages: LanguageWorker | None = None) -> None:
+                 worker: TextWorker | None = None) -> None:
         self.store, self.policy, self.folder, self.batch_size = store, policy, folder, batch_size
         self.on_queued = on_queued  # called after each commit that queued mail: wakes delivery
-        self.languages = languages  # None: decide() detects languages in this process
+        self.worker = worker  # None: decide() detects and grades in this process
 
     def drain(self, mailbox: Mailbox, stop: threading.Event | None = None) -> IngestReport:
         """Read every pending mail once. `stop` is honoured between slices, so a shutdown
@@ -77,7 +78,7 @@ class Ingestor:
 
     def _read_ahead(self, chunk: list[FetchedMail], stop: threading.Event) -> Iterator[_Slice]:
         """The chunk's slices, read one ahead: the next slice is parsed, and its texts sent
-        to the language worker, before the current one is handed out to be recorded."""
+        to the text worker, before the current one is handed out to be recorded."""
         slices = [chunk[first:first + COMMIT_EVERY] for first in range(0, len(chunk), COMMIT_EVERY)]
         ahead = self._read(slices[0])
         for following in slices[1:] + [None]:
@@ -89,12 +90,13 @@ class Ingestor:
 
     def _read(self, mails: list[FetchedMail]) -> _Slice:
         readings = [d.read(mail.raw) for mail in mails]  # pure: before the write lock
-        texts = [f"{r.mail.subject}\n{r.mail.text}" for r in readings if r.mail]  # as decide() detects them
-        return _Slice(mails, readings, self.languages and self.languages.ask(texts))
+        texts = [(r.mail.subject, r.mail.text) for r in readings if r.mail]  # as decide() reads them
+        return _Slice(mails, readings, self.worker and self.worker.ask(texts))
 
     def _commit(self, uidvalidity: int, piece: _Slice, report: IngestReport) -> list[int]:
-        known = self.languages.answer(piece.languages) if self.languages else {}
-        with answers(known):
+        known = self.worker.answer(piece.texts) if self.worker else None
+        with detected_elsewhere.given(known.detected if known else {}), \
+                graded_elsewhere.given(known.graded if known else {}):
             outcomes = self.store.record_batch(self.folder, uidvalidity, piece.mails, self.policy,
                                                piece.readings)
         for outcome in outcomes:

@@ -10,11 +10,10 @@ text is accepted, and answered in the detected language only when that is fairly
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
+
+from bot.given import Given
 
 DETECTED = ("en", "fr", "de", "es", "it", "pt", "nl", "pl")
 NAMES = {
@@ -54,7 +53,7 @@ def detect(text: str, detector=None) -> Detected:
     a longer sample read (time grows with the text), so that an error message quoted in
     another language at the top does not decide. Reads no further than SAMPLE_CHARS."""
     if detector is None:
-        known = _answers.get().get(text[:SAMPLE_CHARS])
+        known = detected_elsewhere.get(text[:SAMPLE_CHARS])
         if known is not None:
             return known
     detector = detector or _detector()
@@ -64,18 +63,8 @@ def detect(text: str, detector=None) -> Detected:
     return quick if len(text) <= QUICK_CHARS else _detect(text[:SAMPLE_CHARS], detector)
 
 
-_answers: ContextVar[Mapping[str, Detected]] = ContextVar("answers", default={})
-
-
-@contextmanager
-def answers(known: Mapping[str, Detected]) -> Iterator[None]:
-    """Within the block (and this thread), detect() answers from `known`: what detect() gave
-    for these texts (cut to SAMPLE_CHARS) elsewhere, in bot/langworker.py's process."""
-    token = _answers.set(known)
-    try:
-        yield
-    finally:
-        _answers.reset(token)
+# What detect() gave for these texts (cut to SAMPLE_CHARS) in bot/textworker.py's process.
+detected_elsewhere = Given("detected")
 
 
 def _detect(sample: str, detector) -> Detected:

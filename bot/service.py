@@ -82,7 +82,7 @@ class Service:
                              b.support_address,
                              RetryPolicy(o.max_attempts, o.retry_base_seconds, o.retry_max_seconds),
                              o.redirect_all_to, o.batch_size)
-        self.mailbox = self.ingestor = self.languages = None
+        self.mailbox = self.ingestor = self.worker = None
         if role in ("all", "ingest"):
             self._set_up_ingest()
         self.scheduler = BackgroundScheduler(timezone=timezone.utc)
@@ -91,11 +91,11 @@ class Service:
     def _set_up_ingest(self) -> None:
         """Rules and templates are loaded and checked here, so a broken one stops start-up."""
         from bot.ingest import Ingestor
-        from bot.langworker import LanguageWorker
         from bot.mailbox import Mailbox
         from bot.rules import load_rules
         from bot.store import Sender, Store
         from bot.templating import Templates
+        from bot.textworker import TextWorker
         b = self.settings.bot
         self.rules = load_rules(b.rules_path)
         templates = Templates(b.templates_path)
@@ -103,10 +103,10 @@ class Service:
         self.store = Store(self.engine, self.clock, templates,
                            Sender(b.support_address, b.from_name, b.message_id_domain),
                            b.reference_prefix)
-        self.languages = LanguageWorker()
+        self.worker = TextWorker(self.rules.severity)
         self.ingestor = Ingestor(self.store, decision_policy(self.settings, self.rules), self.settings.imap.inbox,
                                  self.settings.imap.batch_size, on_queued=self.wake_delivery,
-                                 languages=self.languages)
+                                 worker=self.worker)
         self.mailbox = Mailbox(self.settings.imap)
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -133,8 +133,8 @@ class Service:
         self.stop_event.set()
         if self._ingest_thread.is_alive():
             self._ingest_thread.join()
-        if self.languages is not None:
-            self.languages.close()
+        if self.worker is not None:
+            self.worker.close()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         if self.mailbox is not None:

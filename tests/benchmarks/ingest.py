@@ -17,7 +17,7 @@
    mail is left unmarked; then stops it (SIGTERM-equivalent: Service.stop()).
 4. Prints throughput, latency from INTERNALDATE to the sink's acceptance of the ack
    (matched by the ack's In-Reply-To), and the service's peak RSS (ru_maxrss, summed over
-   its processes, the ingest process's language worker included).
+   its processes, the ingest process's text worker included).
 5. Runs "the limit": a plain imapclient + aiosmtplib loop that only fetches the same mails
    (UID SEARCH ALL, UID FETCH INTERNALDATE BODY.PEEK[] in batches) and sends one small mail
    per fetched mail over one SMTP connection; prints our throughput as a fraction of it.
@@ -316,9 +316,9 @@ def child_main(spec_path: str) -> int:
     service.start()
     emit(event="started", t0=t0)
     sys.stdin.readline()  # "stop", or EOF if the parent died
-    # The language worker's own peak (VmHWM: its ru_maxrss would count the pages it shared
+    # The text worker's own peak (VmHWM: its ru_maxrss would count the pages it shared
     # with this process between fork and exec).
-    worker = service.languages and service.languages.pid
+    worker = service.worker and service.worker.pid
     helper_kb = _vm("VmHWM", worker) if worker else 0
     stopping = time.perf_counter()
     service.stop()
@@ -617,7 +617,7 @@ def run(args: argparse.Namespace) -> int:
           f"p99 {percentile(latencies, .99):7.2f} s   (includes the backlog wait)")
     print(f"  latency service start -> ack accepted: p50 {percentile(since_start, .5):7.2f} s   "
           f"p99 {percentile(since_start, .99):7.2f} s")
-    per_process = " + ".join(f"{kb / 1024:.1f}" + (f" [{h / 1024:.1f} of it its language worker]" if h else "")
+    per_process = " + ".join(f"{kb / 1024:.1f}" + (f" [{h / 1024:.1f} of it its text worker]" if h else "")
                              for kb, h in zip(stopped["per_process"], stopped["helpers"]))
     print(f"  service peak RSS (sum over processes): {rss / 1024:8.1f} MB   ({per_process}; "
           f"after imports + Service(): {ready['rss_kb'] / 1024:.1f} MB)")
