@@ -72,6 +72,14 @@ def test_run_refuses_an_outdated_schema_and_says_how_to_fix_it(tmp_path, dovecot
     assert listing.returncode == 0 and listing.stdout.startswith("ticket")
 
 
+def test_run_on_a_database_it_cannot_open_is_one_clear_line(tmp_path, dovecot, smtp_sink):
+    config = write_config(tmp_path, dovecot, smtp_sink, f"sqlite:///{tmp_path / 'no-such-folder' / 'db.sqlite'}")
+    result = supportbot("run", "--config", str(config), env={"SUPPORTBOT_IMAP_PASSWORD": dovecot.password})
+    assert result.returncode == 2
+    assert "supportbot: error: OperationalError" in result.stderr and "unable to open database" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_wrong_password_is_a_clear_error(tmp_path, dovecot, smtp_sink):
     config = write_config(tmp_path, dovecot, smtp_sink, f"sqlite:///{tmp_path / 'db.sqlite'}")
     supportbot("db", "upgrade", "--config", str(config))
