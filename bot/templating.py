@@ -51,7 +51,11 @@ class Templates:
             autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default=False),
             undefined=jinja2.StrictUndefined,
             keep_trailing_newline=False,
+            # What check() passed at start-up is what runs: an edit takes effect on restart,
+            # and no file is looked at again for each mail (a stat per part and mail).
+            auto_reload=False,
         )
+        self._chosen: dict[tuple[str, str, str], jinja2.Template] = {}
 
     def render(self, name: str, language: str, context: dict) -> RenderedMail:
         parts = [self._template(name, language, part).render(context) for part in PARTS]
@@ -70,10 +74,13 @@ class Templates:
                             mails[0].html.replace("</body>", f"<hr>{html}</body>", 1))
 
     def _template(self, name: str, language: str, part: str) -> jinja2.Template:
-        try:
-            return self._env.get_template(f"{language}/{name}/{part}")
-        except jinja2.TemplateNotFound:
-            return self._env.get_template(f"{FALLBACK_LANGUAGE}/{name}/{part}")
+        key = (name, language, part)
+        if key not in self._chosen:
+            try:
+                self._chosen[key] = self._env.get_template(f"{language}/{name}/{part}")
+            except jinja2.TemplateNotFound:
+                self._chosen[key] = self._env.get_template(f"{FALLBACK_LANGUAGE}/{name}/{part}")
+        return self._chosen[key]
 
     def mail_names(self) -> list[str]:
         return sorted({path.split("/")[1] for path in self._env.list_templates() if path.count("/") == 2})

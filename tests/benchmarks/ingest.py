@@ -20,7 +20,9 @@
    its processes, the ingest process's text worker included).
 5. Runs "the limit": a plain imapclient + aiosmtplib loop that only fetches the same mails
    (UID SEARCH ALL, UID FETCH INTERNALDATE BODY.PEEK[] in batches) and sends one small mail
-   per fetched mail over one SMTP connection; prints our throughput as a fraction of it.
+   per fetched mail over one SMTP connection, once before the service and once after (its
+   own speed varies by a third from run to run on a shared machine); prints our throughput
+   as a fraction of the mean of the two.
 
 Only figures are printed, plus whether each target is met (no asserts). Everything runs on
 loopback and is removed at the end. Not a pytest module (tests/benchmarks is not collected).
@@ -507,6 +509,9 @@ def run(args: argparse.Namespace) -> int:
         say(f"appending {n} mails ...")
         arrival, total_bytes, append_seconds = append_corpus(dovecot, Corpus(n, args.seed))
         say(f"appended {n} mails ({total_bytes / 1e6:.1f} MB) in {append_seconds:.1f} s")
+        say("plain fetch+send loop, before the service ...")
+        plain_runs = [asyncio.run(plain_loop(dovecot, sink, args.batch)) + (len(sink.messages),)]
+        sink.clear()
 
         config = write_config(workdir, dovecot, sink, db_url,
                               imap={"batch_size": args.batch, "poll_seconds": 5},
@@ -594,11 +599,12 @@ def run(args: argparse.Namespace) -> int:
         child_log = child.tail(10)
 
         # -- the limit
-        say("plain fetch+send loop ...")
+        say("plain fetch+send loop, after the service ...")
         sink.clear()
-        plain_done, plain_seconds = asyncio.run(plain_loop(dovecot, sink, args.batch))
-        plain_rate = plain_done / plain_seconds if plain_seconds > 0 else 0.0
-        sink_ok = len(sink.messages) == plain_done
+        plain_runs.append(asyncio.run(plain_loop(dovecot, sink, args.batch)) + (len(sink.messages),))
+        plain_rates = [done / seconds if seconds > 0 else 0.0 for done, seconds, _ in plain_runs]
+        plain_rate = sum(plain_rates) / len(plain_rates)
+        sink_ok = all(done == accepted for done, _, accepted in plain_runs)
 
     fraction = ours / plain_rate if plain_rate else 0.0
     rss = stopped["maxrss_kb"]
@@ -628,7 +634,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  database: messages {summary['messages']}, outbox {summary['outbox']}, "
           f"tickets {summary['tickets']['total']}")
     print(f"  plain imapclient+aiosmtplib loop:      {plain_rate:8.1f} mails/s "
-          f"({plain_done} in {plain_seconds:.1f} s{'' if sink_ok else ', sink count mismatch'})")
+          f"(mean of {plain_rates[0]:.1f} before and {plain_rates[1]:.1f} after the service"
+          f"{'' if sink_ok else ', sink count mismatch'})")
     print(f"  ours / plain loop:                     {fraction:8.1%}")
     print(f"  target >= {TARGET_FRACTION:.0%} of the plain loop (at N=10,000): {yes(fraction >= TARGET_FRACTION)}"
           + ("" if n >= 10_000 else f"   (measured at N={n})"))
