@@ -118,14 +118,19 @@ class TextWorker:
                 self._process = subprocess.Popen(
                     [sys.executable, "-m", "bot.textworker", str(their_in), str(their_out)],
                     pass_fds=(their_in, their_out), stdin=subprocess.DEVNULL)
-                self._connection = _Pipes(our_in, our_out)
-                self._connection.send(self._severity and portable_evidence(self._severity))
             except OSError as error:
                 _Pipes(our_in, our_out).close()
                 self._fail(f"cannot start it ({error})")
+            else:
+                self._connection = _Pipes(our_in, our_out)
             finally:
                 os.close(their_in)
                 os.close(their_out)
+            if self._connection is not None:
+                try:
+                    self._connection.send(self._severity and portable_evidence(self._severity))
+                except OSError as error:
+                    self._fail(f"cannot reach it ({error})")
         return self._connection is not None
 
     def _fail(self, why: str) -> None:

@@ -19,7 +19,7 @@ from bot.models import Ticket
 from bot.rules import load_rules
 from bot.store import Sender, Store
 from bot.templating import Templates
-from bot.textworker import Answers, TextWorker, sample
+from bot.textworker import Answers, TextWorker, _Pipes, sample
 from helpers import customer_mail
 
 SEVERITY = load_rules().severity
@@ -96,6 +96,20 @@ def test_a_worker_that_dies_leaves_the_work_to_the_ingest_process():
         worker._process.kill()
         assert worker.answer(worker.ask(TEXTS)) == Answers()
         assert worker.answer(worker.ask(TEXTS)) == Answers()  # not restarted: the ingest process does the work
+    finally:
+        worker.close()
+
+
+def test_a_worker_that_cannot_be_reached_at_start_leaves_the_work_to_the_ingest_process(monkeypatch):
+    def broken_pipe(self, value):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(_Pipes, "send", broken_pipe)
+    worker = TextWorker(SEVERITY)
+    try:
+        assert worker.answer(worker.ask(TEXTS)) == Answers()
+        assert worker.pid is None  # stopped, and not started again
+        assert worker.answer(worker.ask(TEXTS)) == Answers()
     finally:
         worker.close()
 
