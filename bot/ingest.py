@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 from bot import decide as d
 from bot.classify import graded_elsewhere
 from bot.language import detected_elsewhere
-from bot.textworker import TextWorker
+from bot.textworker import Answers, TextWorker
 from bot.mailbox import FetchedMail, Mailbox
 from bot.store import Outcome, Store
 
@@ -94,9 +94,8 @@ class Ingestor:
         return _Slice(mails, readings, self.worker and self.worker.ask(texts))
 
     def _commit(self, uidvalidity: int, piece: _Slice, report: IngestReport) -> list[int]:
-        known = self.worker.answer(piece.texts) if self.worker else None
-        with detected_elsewhere.given(known.detected if known else {}), \
-                graded_elsewhere.given(known.graded if known else {}):
+        known = self.worker.answer(piece.texts) if self.worker else Answers()
+        with detected_elsewhere.given(known.detected), graded_elsewhere.given(known.graded):
             outcomes = self.store.record_batch(self.folder, uidvalidity, piece.mails, self.policy,
                                                piece.readings)
         for outcome in outcomes:

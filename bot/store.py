@@ -246,8 +246,7 @@ class Store:
             if planned:
                 fresh = plan.fresh
             else:
-                known = self._recorded_uids(db, folder, uidvalidity, [m.uid for m in mails])
-                fresh = [(mail, reading) for mail, reading in zip(mails, readings) if mail.uid not in known]
+                fresh = self._unrecorded(db, folder, uidvalidity, mails, readings)
             try:
                 with session.begin_nested():
                     if planned:
@@ -273,8 +272,7 @@ class Store:
         try:
             with snapshot(self.engine) as db:
                 state = _State.read(db, lock=False)
-                known = self._recorded_uids(db, folder, uidvalidity, [m.uid for m in mails])
-                fresh = [(mail, reading) for mail, reading in zip(mails, readings) if mail.uid not in known]
+                fresh = self._unrecorded(db, folder, uidvalidity, mails, readings)
                 return self._plan(db, folder, uidvalidity, fresh, policy, state)
         except Exception as error:  # noqa: BLE001 - decided again under the lock
             log.debug("%s: planning failed (%s: %s)", folder, type(error).__name__, error)
@@ -359,10 +357,13 @@ class Store:
         return Outcome("stored", d.QUARANTINED)
 
     @staticmethod
-    def _recorded_uids(db: sa.Connection, folder: str, uidvalidity: int, uids: list[int]) -> set[int]:
-        return set(db.execute(sa.select(MESSAGES.c.uid).where(
+    def _unrecorded(db: sa.Connection, folder: str, uidvalidity: int, mails: list[FetchedMail],
+                    readings: list[d.Reading]) -> list[tuple[FetchedMail, d.Reading]]:
+        """The mails (with their readings) not yet recorded under this folder and UIDVALIDITY."""
+        known = set(db.execute(sa.select(MESSAGES.c.uid).where(
             MESSAGES.c.folder == folder, MESSAGES.c.uidvalidity == uidvalidity,
-            MESSAGES.c.uid.in_(uids))).scalars())
+            MESSAGES.c.uid.in_([mail.uid for mail in mails]))).scalars())
+        return [(mail, reading) for mail, reading in zip(mails, readings) if mail.uid not in known]
 
     def note_uidvalidity(self, folder: str, uidvalidity: int) -> int | None:
         """Remember the folder's UIDVALIDITY; return the previous one when it changed."""
