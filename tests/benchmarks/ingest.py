@@ -19,8 +19,11 @@
    (matched by the ack's In-Reply-To), and the service's peak RSS (VmHWM, summed over
    its processes, the ingest process's text worker included).
 5. Runs "the limit": a plain imapclient + aiosmtplib loop that only fetches the same mails
-   (UID SEARCH ALL, UID FETCH INTERNALDATE BODY.PEEK[] in batches) and sends one small mail
-   per fetched mail over one SMTP connection, once before the service and once after (its
+   (UID SEARCH ALL, UID FETCH INTERNALDATE BODY.PEEK[] in batches) and sends one mail per
+   fetched mail over one SMTP connection: an acknowledgement as the service would send it
+   (our templates and compose(), 2.4 KB and 65 lines, the size of the service's own; the
+   SMTP server's work grows with each line), or with --plain-mail small a 0.6 KB one.
+   Once before the service and once after (its
    own speed varies by a third from run to run on a shared machine); prints our throughput
    as a fraction of the mean of the two.
 
@@ -398,15 +401,28 @@ class Child:
 # =========================================================================== the limit
 
 
-async def plain_loop(dovecot, sink, batch: int) -> tuple[int, float]:
+def plain_mail(kind: str) -> bytes:
+    """What the plain loop sends for each mail it fetches (see the module's docstring)."""
+    if kind == "small":
+        return (f"From: <{SUPPORT}>\r\nTo: <someone@acme.example>\r\nSubject: [SUP-000001] ack\r\n"
+                f"Message-ID: <plain@vendor.example>\r\n\r\n" + "We received your request.\r\n" * 20).encode()
+    from bot.compose import compose
+    from bot.templating import SAMPLE_CONTEXT, Templates
+
+    rendered = Templates().render("ack", "en", dict(SAMPLE_CONTEXT, recipient_name="Anna Müller"))
+    return compose(rendered, sender=SUPPORT, sender_name="Vendor Support", recipient="anna.muller@acme.example",
+                   recipient_name="Anna Müller", message_id="<plain@vendor.example>",
+                   date=datetime.now(timezone.utc), in_reply_to="<request@acme.example>",
+                   references=("<request@acme.example>",), ticket_reference="SUP-000001")
+
+
+async def plain_loop(dovecot, sink, batch: int, mail: bytes) -> tuple[int, float]:
     """Fetch every INBOX mail (UID SEARCH ALL, UID FETCH INTERNALDATE BODY.PEEK[]) and send
-    one small mail per fetched mail over one aiosmtplib connection. Returns (mails, seconds)."""
+    `mail` once per fetched mail over one aiosmtplib connection. Returns (mails, seconds)."""
     import aiosmtplib
 
     client = dovecot.client(timeout=120)
     smtp = aiosmtplib.SMTP(hostname=sink.host, port=sink.port, timeout=30)
-    small = (f"From: <{SUPPORT}>\r\nTo: <someone@acme.example>\r\nSubject: [SUP-000001] ack\r\n"
-             f"Message-ID: <plain@vendor.example>\r\n\r\n" + "We received your request.\r\n" * 20).encode()
     try:
         started = time.perf_counter()
         await smtp.connect()
@@ -418,7 +434,7 @@ async def plain_loop(dovecot, sink, batch: int) -> tuple[int, float]:
             response = client.fetch(chunk, ["INTERNALDATE", "BODY.PEEK[]"])
             for uid in chunk:
                 if b"BODY[]" in response.get(uid, {}):
-                    await smtp.sendmail("", ["someone@acme.example"], small)
+                    await smtp.sendmail("", ["someone@acme.example"], mail)
                     done += 1
         seconds = time.perf_counter() - started
         await smtp.quit()
@@ -445,6 +461,13 @@ def count_unmarked(dovecot) -> int:
     return len(unmarked(dovecot))
 
 
+def _epoch(stored) -> float:
+    """A stored UTC time (naive; a string on SQLite) as seconds since the epoch."""
+    if isinstance(stored, str):
+        stored = datetime.fromisoformat(stored)
+    return stored.replace(tzinfo=timezone.utc).timestamp()
+
+
 def db_summary(url: str) -> dict[str, dict[str, int]]:
     import sqlalchemy as sa
 
@@ -455,6 +478,8 @@ def db_summary(url: str) -> dict[str, dict[str, int]]:
                 "messages": dict(c.execute(sa.text("SELECT kind, count(*) FROM messages GROUP BY kind")).all()),
                 "outbox": dict(c.execute(sa.text("SELECT status, count(*) FROM outbox GROUP BY status")).all()),
                 "tickets": {"total": c.execute(sa.text("SELECT count(*) FROM tickets")).scalar_one()},
+                "last": dict(zip(("ingested", "sent"), c.execute(sa.text(
+                    "SELECT (SELECT max(processed_at) FROM messages), (SELECT max(sent_at) FROM outbox)")).one())),
             }
     finally:
         engine.dispose()
@@ -509,8 +534,9 @@ def run(args: argparse.Namespace) -> int:
         say(f"appending {n} mails ...")
         arrival, total_bytes, append_seconds = append_corpus(dovecot, Corpus(n, args.seed))
         say(f"appended {n} mails ({total_bytes / 1e6:.1f} MB) in {append_seconds:.1f} s")
+        limit_mail = plain_mail(args.plain_mail)
         say("plain fetch+send loop, before the service ...")
-        plain_runs = [asyncio.run(plain_loop(dovecot, sink, args.batch)) + (len(sink.messages),)]
+        plain_runs = [asyncio.run(plain_loop(dovecot, sink, args.batch, limit_mail)) + (len(sink.messages),)]
         sink.clear()
 
         config = write_config(workdir, dovecot, sink, db_url,
@@ -601,7 +627,7 @@ def run(args: argparse.Namespace) -> int:
         # -- the limit
         say("plain fetch+send loop, after the service ...")
         sink.clear()
-        plain_runs.append(asyncio.run(plain_loop(dovecot, sink, args.batch)) + (len(sink.messages),))
+        plain_runs.append(asyncio.run(plain_loop(dovecot, sink, args.batch, limit_mail)) + (len(sink.messages),))
         plain_rates = [done / seconds if seconds > 0 else 0.0 for done, seconds, _ in plain_runs]
         plain_rate = sum(plain_rates) / len(plain_rates)
         sink_ok = all(done == accepted for done, _, accepted in plain_runs)
@@ -631,9 +657,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"  service CPU (child user+sys):          {stopped['cpu_user'] + stopped['cpu_sys']:8.1f} s   "
           f"({' + '.join(f'{c:.1f}' for c in stopped['cpu_per_process'])}; "
           f"{stopped['cpu_user']:.1f} user, {stopped['cpu_sys']:.1f} sys; stop took {stopped['stop_seconds']:.2f} s)")
+    done = {what: _epoch(at) - t0 for what, at in summary["last"].items() if at}
+    print(f"  last mail ingested / last sent, after:  " + " / ".join(f"{s:.1f} s" for s in done.values())
+          + "   (the later one is the bottleneck)")
     print(f"  database: messages {summary['messages']}, outbox {summary['outbox']}, "
           f"tickets {summary['tickets']['total']}")
-    print(f"  plain imapclient+aiosmtplib loop:      {plain_rate:8.1f} mails/s "
+    print(f"  plain imapclient+aiosmtplib loop:      {plain_rate:8.1f} mails/s, sending "
+          f"{len(limit_mail) / 1024:.1f} KB a mail "
           f"(mean of {plain_rates[0]:.1f} before and {plain_rates[1]:.1f} after the service"
           f"{'' if sink_ok else ', sink count mismatch'})")
     print(f"  ours / plain loop:                     {fraction:8.1%}")
@@ -666,6 +696,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--one-process", action="store_true",
                         help="run both jobs in one process (supportbot run --single-process); "
                              "by default ingest and delivery are two processes, as supportbot run does")
+    parser.add_argument("--plain-mail", choices=("ack", "small"), default="ack",
+                        help="what the plain loop sends per mail: an acknowledgement like ours (default) "
+                             "or a 0.6 KB mail")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (config, db, child log)")
     parser.add_argument("--contracts", action="store_true",
                         help="put every sender under contract, so that each mail is graded and given a deadline")
