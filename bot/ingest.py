@@ -1,12 +1,13 @@
-"""Drain the inbox: fetch new mail in chunks, record it in slices of COMMIT_EVERY mails, one
-transaction each, and mark each chunk on the server after the commits of its slices.
+"""Drain the inbox: fetch new mail, record it in slices of up to SLICE_MAILS mails, one
+transaction each, and mark each slice on the server after its commit.
 
-Marking comes strictly after the commit, so a crash in between only means the chunk is read
+Marking comes strictly after the commit, so a crash in between only means the slice is read
 again, and the store recognises every mail of it.
 
 Each slice is read (parsed) before the one ahead of it is recorded, and its texts are
 handed to the text worker (bot/textworker.py), which detects their languages and grades
-their severity in its own process meanwhile.
+their severity in its own process meanwhile. Slices run across the server's fetch
+batches, so that this overlap never stops at a batch's end.
 """
 
 from __future__ import annotations
@@ -23,9 +24,13 @@ from bot.mailbox import FetchedMail, Mailbox
 from bot.store import Outcome, Store
 
 
-# Mails per transaction: enough to amortise the commit, few enough that the outbox (which
-# records each delivery at once) never waits long for SQLite's single write lock.
-COMMIT_EVERY = 20
+# Mails per transaction. Each slice costs about 17 ms whatever its size (its snapshot, the
+# queries that load what its decisions need, the checks and the commit), so larger slices are
+# cheaper per mail: 100 mails spend 1 ms a mail less than 20 did. The write itself takes
+# about 0.4 ms a mail, so delivery, which records each mail it sends, waits at most ~40 ms.
+SLICE_MAILS = 100
+# What a slice may hold of raw mail: a slice and the one read ahead are in memory at once.
+SLICE_BYTES = 10 * 1024 * 1024
 
 
 @dataclass
@@ -51,8 +56,9 @@ class _Slice:
 class Ingestor:
     def __init__(self, store: Store, policy: d.Policy, folder: str, batch_size: int = 50,
                  on_queued: Callable[[], None] = lambda: None,
-                 worker: TextWorker | None = None) -> None:
+                 worker: TextWorker | None = None, slice_mails: int = SLICE_MAILS) -> None:
         self.store, self.policy, self.folder, self.batch_size = store, policy, folder, batch_size
+        self.slice_mails = slice_mails
         self.on_queued = on_queued  # called after each commit that queued mail: wakes delivery
         self.worker = worker  # None: decide() detects and grades in this process
 
@@ -63,30 +69,44 @@ class Ingestor:
         report = IngestReport()
         uidvalidity = mailbox.open_inbox()
         self.store.note_uidvalidity(self.folder, uidvalidity)
-        pending = mailbox.pending_uids()
-        for start in range(0, len(pending), self.batch_size):
-            for chunk in mailbox.fetch_chunks(pending[start:start + self.batch_size]):
-                committed = []
-                for piece in self._read_ahead(chunk, stop):
-                    committed += self._commit(uidvalidity, piece, report)
-                # One STORE per chunk, after its commits. Should anything fail before it, the
-                # committed mails are read again and known: nothing is lost or doubled.
-                mailbox.mark_processed(committed)
-                if stop.is_set():
-                    return report
+        for piece in self._read_ahead(self._slices(mailbox, mailbox.pending_uids())):
+            # One STORE per slice, after its commit. Should anything fail before it, the
+            # committed mails are read again and known: nothing is lost or doubled.
+            mailbox.mark_processed(self._commit(uidvalidity, piece, report))
+            if stop.is_set():
+                break
         return report
 
-    def _read_ahead(self, chunk: list[FetchedMail], stop: threading.Event) -> Iterator[_Slice]:
-        """The chunk's slices, read one ahead: the next slice is parsed, and its texts sent
-        to the text worker, before the current one is handed out to be recorded."""
-        slices = [chunk[first:first + COMMIT_EVERY] for first in range(0, len(chunk), COMMIT_EVERY)]
-        ahead = self._read(slices[0])
-        for following in slices[1:] + [None]:
-            if stop.is_set():
-                return
-            current = ahead
-            ahead = self._read(following) if following else None
-            yield current
+    def _slices(self, mailbox: Mailbox, pending: list[int]) -> Iterator[list[FetchedMail]]:
+        """The pending mails as the server gives them (batch_size UIDs per request), cut into
+        slices of at most slice_mails mails and SLICE_BYTES (a slice of one may be larger)."""
+        mails: list[FetchedMail] = []
+        size = 0
+        for start in range(0, len(pending), self.batch_size):
+            for chunk in mailbox.fetch_chunks(pending[start:start + self.batch_size]):
+                for mail in chunk:
+                    if mails and size + len(mail.raw) > SLICE_BYTES:
+                        yield mails
+                        mails, size = [], 0
+                    mails.append(mail)
+                    size += len(mail.raw)
+                    if len(mails) == self.slice_mails:
+                        yield mails
+                        mails, size = [], 0
+        if mails:
+            yield mails
+
+    def _read_ahead(self, slices: Iterator[list[FetchedMail]]) -> Iterator[_Slice]:
+        """The slices, read one ahead: the next slice is fetched and parsed, and its texts
+        sent to the text worker, before the current one is handed out to be recorded."""
+        ahead = None
+        for mails in slices:
+            following = self._read(mails)
+            if ahead is not None:
+                yield ahead
+            ahead = following
+        if ahead is not None:
+            yield ahead
 
     def _read(self, mails: list[FetchedMail]) -> _Slice:
         readings = [d.read(mail.raw) for mail in mails]  # pure: before the write lock

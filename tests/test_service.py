@@ -12,7 +12,6 @@ import pytest
 from sqlmodel import Session, select
 
 from bot.database import upgrade
-from bot.ingest import COMMIT_EVERY
 from bot.models import Message, OutboxMail, Ticket
 from bot.service import Service
 from helpers import count, customer_mail, settings_for, unmarked, wait_until, write_config
@@ -200,25 +199,27 @@ def test_ack_waits_while_smtp_is_down_and_goes_out_when_it_returns(tmp_path, dov
     assert count(service.engine, OutboxMail, OutboxMail.status == "sent") == 1
 
 
-def test_a_stop_mid_chunk_marks_exactly_what_was_committed(tmp_path, dovecot, smtp_sink, db_url):
-    total = COMMIT_EVERY * 3
+def test_a_stop_mid_drain_marks_exactly_what_was_committed(tmp_path, dovecot, smtp_sink, db_url):
+    per_slice = 4
+    total = per_slice * 3 + 1  # a slice runs across two fetch batches
     for n in range(total):
         dovecot.append(customer_mail(n))
-    settings = settings_for(write_config(tmp_path, dovecot, smtp_sink, db_url, imap={"batch_size": total}),
+    settings = settings_for(write_config(tmp_path, dovecot, smtp_sink, db_url, imap={"batch_size": 5}),
                             dovecot)
     upgrade(settings.database.url)
     service = Service(settings)  # not started: the test drives one drain itself
     stop = threading.Event()
+    service.ingestor.slice_mails = per_slice
     service.ingestor.on_queued = stop.set  # stop right after the first slice commits
     try:
         service.mailbox.connect()
         first = service.ingestor.drain(service.mailbox, stop)
-        assert first.read == COMMIT_EVERY
-        assert len(unmarked(dovecot)) == total - COMMIT_EVERY  # the committed slice, no more
-        assert count(service.engine, Ticket) == COMMIT_EVERY
+        assert first.read == per_slice
+        assert len(unmarked(dovecot)) == total - per_slice  # the committed slice, no more
+        assert count(service.engine, Ticket) == per_slice
         rest = service.ingestor.drain(service.mailbox)
     finally:
         service.stop()
-    assert rest.read == total - COMMIT_EVERY and rest.outcomes == {"new_ticket": total - COMMIT_EVERY}
+    assert rest.read == total - per_slice and rest.outcomes == {"new_ticket": total - per_slice}
     assert not unmarked(dovecot)
     assert count(service.engine, Ticket) == total
