@@ -289,6 +289,7 @@ class OutboxSettings(_Section):
     retry_base_seconds: Seconds = 30.0
     retry_max_seconds: Seconds = 3600.0
     batch_size: _int(1) = 50
+    connections: _int(1, 20) = 3
     poll_seconds: Seconds = 10.0
 
     @model_validator(mode="after")

@@ -6,11 +6,18 @@ is committed as soon as the server answers. So when a sender dies, its claim hol
 one mail whose fate is unknown, the lowest id still `sending`: that one becomes `uncertain`
 and is not resent on its own (a duplicate acknowledgement is worse than asking the
 operator); the rest of the claim was never tried and goes back to `pending`.
+
+A backlog goes out over up to `connections` SMTP connections at once, each with claims of
+its own: a mail costs about four round trips to the server, and one connection waiting for
+each answer in turn would bound delivery by the server's latency, not by its speed. A
+sender that dies therefore leaves at most one uncertain mail per connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -61,30 +68,48 @@ class DeliveryReport:
 class Outbox:
     def __init__(self, engine: Engine, clock: Clock, transport: Transport, instance: str,
                  sender_address: str, retry: RetryPolicy = RetryPolicy(),
-                 redirect_all_to: str | None = None, batch_size: int = 50) -> None:
+                 redirect_all_to: str | None = None, batch_size: int = 50, connections: int = 1) -> None:
         self.engine, self.clock, self.transport = engine, clock, transport
         self.sender_address = sender_address
         self.instance, self.retry, self.redirect_all_to = instance, retry, redirect_all_to
-        self.batch_size = batch_size
+        self.batch_size, self.connections = batch_size, connections
 
     async def deliver_due(self) -> DeliveryReport:
-        """Send everything that is due now, over one connection, batch after batch."""
+        """Send everything that is due now, batch after batch, the due mails shared out
+        between up to `connections` connections (only as many as have a batch to send)."""
         report = DeliveryReport(uncertain=self._expire_claims())
-        if not self._anything_due():
+        due = self._count_due(self.batch_size * self.connections)
+        if not due:
             return report
-        try:
-            async with self.transport.open() as channel:
-                while await self._deliver_batch(channel, report):
-                    pass
-        except TemporaryFailure as error:
-            log.warning("outbox: %s", error)
-            report.retrying += self._postpone_due(str(error))
+        share = min(self.batch_size, math.ceil(due / self.connections))
+        outcomes = await asyncio.gather(*(self._deliver_batches(share, report) for _ in range(self.connections)),
+                                        return_exceptions=True)
+        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, TemporaryFailure):
+                raise failure
+        if failures:
+            log.warning("outbox: %s", failures[0])
+            report.retrying += self._postpone_due(str(failures[0]))
         return report
 
-    async def _deliver_batch(self, channel: Channel, report: DeliveryReport) -> bool:
-        rows = self._claim_batch()
-        with self.engine.connect() as db:  # one connection for the batch's results
-            return await self._send_batch(channel, rows, db, report)
+    async def _deliver_batches(self, size: int, report: DeliveryReport) -> None:
+        """One connection's work: claim a batch, open the connection, send it, claim again
+        until nothing is due."""
+        rows = self._claim_batch(size)
+        if not rows:
+            return
+        connected = False
+        try:
+            async with self.transport.open() as channel:
+                connected = True
+                with self.engine.connect() as db:  # one database connection for the results
+                    while rows and await self._send_batch(channel, rows, db, report):
+                        rows = self._claim_batch(size)
+        except TemporaryFailure as error:
+            if not connected:
+                self._release(None, str(error), rows)  # never tried: due again, as they were
+            raise
 
     async def _send_batch(self, channel: Channel, rows: list[OutboxMail], db: sa.Connection,
                           report: DeliveryReport) -> bool:
@@ -109,7 +134,7 @@ class Outbox:
             else:
                 self._finish(db, row, "sent")
                 report.sent += 1
-        return len(rows) == self.batch_size
+        return True
 
     def _envelope_from(self, row: OutboxMail) -> str:
         return "" if row.purpose in AUTOMATIC_PURPOSES else self.sender_address
@@ -119,9 +144,10 @@ class Outbox:
 
     # -- state changes, each its own short transaction ----------------------------------
 
-    def _anything_due(self) -> bool:
-        with Session(self.engine) as session:
-            return session.exec(self._due().limit(1)).first() is not None
+    def _count_due(self, at_most: int) -> int:
+        with self.engine.connect() as db:
+            return db.execute(sa.select(sa.func.count()).select_from(
+                self._due().limit(at_most).subquery())).scalar_one()
 
     def _due(self):
         return select(OutboxMail.id).where(OutboxMail.status == "pending",
@@ -131,13 +157,13 @@ class Outbox:
     def _lease(self) -> timedelta:
         return timedelta(seconds=self.retry.lease_seconds)
 
-    def _claim_batch(self) -> list[OutboxMail]:
-        """Take up to batch_size due rows for this instance. The conditional UPDATE makes
+    def _claim_batch(self, size: int | None = None) -> list[OutboxMail]:
+        """Take up to `size` (batch_size) due rows for this sender. The conditional UPDATE makes
         the claim atomic on SQLite and PostgreSQL alike; a token names the claim."""
         token = f"{self.instance}/{uuid.uuid4().hex[:12]}"
         lease = self.clock.now() + self._lease
         with Session(self.engine) as session:
-            ids = session.exec(self._due().order_by(OutboxMail.id).limit(self.batch_size)).all()
+            ids = session.exec(self._due().order_by(OutboxMail.id).limit(size or self.batch_size)).all()
             session.exec(sa.update(OutboxMail).where(OutboxMail.id.in_(ids), OutboxMail.status == "pending")
                          .values(status="sending", claimed_by=token, claimed_until=lease))
             session.commit()
@@ -169,19 +195,21 @@ class Outbox:
             db.execute(_RECORD_EVENT, dict(at=now, ticket_id=row.ticket_id, message_id=None,
                                            kind=f"mail_{status}", detail=detail))
 
-    def _release(self, failed: OutboxMail, error: str, untried: list[OutboxMail]) -> None:
+    def _release(self, failed: OutboxMail | None, error: str, untried: list[OutboxMail]) -> None:
         """A temporary failure: the failed row backs off; the untried rest is pending again."""
         with Session(self.engine) as session:
-            self._back_off(session, session.get(OutboxMail, failed.id), error)
+            if failed is not None:
+                self._back_off(session, session.get(OutboxMail, failed.id), error)
             session.exec(sa.update(OutboxMail).where(OutboxMail.id.in_([r.id for r in untried]))
                          .values(status="pending", claimed_by=None, claimed_until=None))
             session.commit()
 
     def _postpone_due(self, error: str) -> int:
-        """The server is unreachable: every due row waits its back-off before the next try."""
+        """The server is unreachable: the due rows this round would have sent wait their
+        back-off before the next try."""
         with Session(self.engine) as session:
             rows = session.exec(select(OutboxMail).where(
-                OutboxMail.id.in_(self._due().limit(self.batch_size)))).all()
+                OutboxMail.id.in_(self._due().limit(self.batch_size * self.connections)))).all()
             for row in rows:
                 self._back_off(session, row, error)
             session.commit()

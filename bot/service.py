@@ -81,7 +81,7 @@ class Service:
         self.outbox = Outbox(self.engine, self.clock, make_transport(settings), b.instance_name,
                              b.support_address,
                              RetryPolicy(o.max_attempts, o.retry_base_seconds, o.retry_max_seconds),
-                             o.redirect_all_to, o.batch_size)
+                             o.redirect_all_to, o.batch_size, o.connections)
         self.mailbox = self.ingestor = self.worker = None
         if role in ("all", "ingest"):
             self._set_up_ingest()

@@ -869,6 +869,7 @@ class SinkMessage:
     rcpt_tos: tuple[str, ...]
     data: bytes
     received_at: float = field(default_factory=time.time)
+    peer: tuple = ()  # the client's (host, port): one per SMTP connection
 
     @property
     def message(self) -> email.message.EmailMessage:
@@ -902,7 +903,8 @@ class _SinkHandler:
         data = envelope.original_content if envelope.original_content is not None else envelope.content
         if isinstance(data, str):
             data = data.encode("utf-8", "surrogateescape")
-        self.sink._record(SinkMessage(envelope.mail_from, tuple(envelope.rcpt_tos), bytes(data)))
+        self.sink._record(SinkMessage(envelope.mail_from, tuple(envelope.rcpt_tos), bytes(data),
+                                      peer=tuple(session.peer or ())))
         return "250 OK: queued"
 
 

@@ -181,3 +181,43 @@ def test_folder_transport_writes_eml_files(store, tmp_path):
     assert deliver(outbox).sent == 2
     files = sorted((tmp_path / "out").glob("*.eml"))
     assert len(files) == 2 and files[0].name.startswith("0001-supportbot.ack.sup-000001")
+
+
+def test_a_backlog_is_shared_out_between_connections_and_each_mail_sent_once(store, smtp_sink):
+    queue_acks(store, 30)
+    report = deliver(outbox_for(store, smtp_sink, connections=3, batch_size=4))
+    assert report.sent == 30
+    ids = [m.message["Message-ID"] for m in smtp_sink.messages]
+    assert len(ids) == len(set(ids)) == 30
+    assert len({m.peer for m in smtp_sink.messages}) == 3
+    assert {r.status for r in rows(store, OutboxMail)} == {"sent"}
+
+
+def test_a_single_mail_opens_a_single_connection(store, smtp_sink):
+    queue_acks(store, 1)
+    assert deliver(outbox_for(store, smtp_sink, connections=3)).sent == 1
+    assert len({m.peer for m in smtp_sink.messages}) == 1
+
+
+def test_server_down_with_several_connections_backs_off_every_mail_once(store, smtp_sink):
+    queue_acks(store, 7)
+    outbox = outbox_for(store, smtp_sink, connections=3, batch_size=3)
+    smtp_sink.stop()
+    report = deliver(outbox)
+    assert (report.sent, report.retrying) == (0, 7)
+    assert {(r.status, r.attempts, r.claimed_by) for r in rows(store, OutboxMail)} == {("pending", 1, None)}
+    smtp_sink.start()
+    store.clock.advance(timedelta(seconds=31))
+    assert deliver(outbox).sent == 7
+
+
+def test_a_dead_sender_leaves_at_most_one_uncertain_mail_per_connection(store, smtp_sink):
+    queue_acks(store, 6)
+    outbox = outbox_for(store, smtp_sink, connections=2)
+    claims = [outbox._claim_batch(3), outbox._claim_batch(3)]  # two connections' claims, then death
+    store.clock.advance(timedelta(seconds=61))
+    report = deliver(outbox)
+    assert (report.uncertain, report.sent) == (2, 4)
+    statuses = {r.id: r.status for r in rows(store, OutboxMail)}
+    assert [statuses[claim[0].id] for claim in claims] == ["uncertain", "uncertain"]
+    assert len(smtp_sink.messages) == 4
