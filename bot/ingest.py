@@ -25,10 +25,11 @@ from bot.store import Outcome, Store
 
 
 # Mails per transaction. Each slice costs about 17 ms whatever its size (its snapshot, the
-# queries that load what its decisions need, the checks and the commit), so larger slices are
-# cheaper per mail: 100 mails spend 1 ms a mail less than 20 did. The write itself takes
-# about 0.4 ms a mail, so delivery, which records each mail it sends, waits at most ~40 ms.
-SLICE_MAILS = 100
+# queries that load what its decisions need, the checks and the commit): 50 mails cost
+# ~0.5 ms a mail less than 20 (tests/benchmarks/store.py), and 100 no less than 50 but 5 MB
+# more at peak. The write takes about 0.4 ms a mail, so delivery, which records each mail
+# it sends, waits at most ~20 ms for SQLite's write lock.
+SLICE_MAILS = 50
 # What a slice may hold of raw mail: a slice and the one read ahead are in memory at once.
 SLICE_BYTES = 10 * 1024 * 1024
 

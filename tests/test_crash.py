@@ -16,7 +16,7 @@ from bot.database import make_engine, upgrade
 from bot.models import Message, OutboxMail, Ticket
 from helpers import Running, customer_mail, settings_for, unmarked, wait_until, write_config
 
-MAILS = 600  # six slices (bot.ingest.SLICE_MAILS): kills land mid-drain
+MAILS = 600  # twelve slices (bot.ingest.SLICE_MAILS): kills land mid-drain
 KILLS = 6
 
 
