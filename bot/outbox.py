@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from bot.clock import Clock
+from bot.database import snapshot
 from bot.models import Event, OutboxMail, Ticket
 from bot.transport import Channel, ConnectionLost, PermanentFailure, TemporaryFailure, Transport
 
@@ -113,6 +114,7 @@ class Outbox:
 
     async def _send_batch(self, channel: Channel, rows: list[OutboxMail], db: sa.Connection,
                           report: DeliveryReport) -> bool:
+        """Send a claimed batch in id order; False when the claim was taken from us."""
         renew_at = self.clock.now() + self._lease / 2
         for position, row in enumerate(rows):
             if self.clock.now() >= renew_at:
@@ -145,7 +147,8 @@ class Outbox:
     # -- state changes, each its own short transaction ----------------------------------
 
     def _count_due(self, at_most: int) -> int:
-        with self.engine.connect() as db:
+        """A read: it takes no write lock (the claims that follow do)."""
+        with snapshot(self.engine) as db:
             return db.execute(sa.select(sa.func.count()).select_from(
                 self._due().limit(at_most).subquery())).scalar_one()
 
